@@ -1,0 +1,211 @@
+"""Data model: jobs (meta.json) and columnar job metric data (data.json).
+
+Field names follow cc-lib's ``schema.Job`` in snake_case; the JSON names and their order live in
+``ccarchive.formats.meta``.  Metric data is columnar: one :class:`JobMetric` per (metric, scope)
+holds a C-contiguous 2-D float64 array (series x samples, NaN-padded beyond each series' length)
+plus per-series lengths, hostnames and ids, so kernels run over whole blocks and nothing on the
+hot path is a list of Python floats.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+#: Scope names and their granularity (cc-lib schema/metrics.go): a higher number is coarser.
+SCOPE_GRANULARITY: dict[str, int] = {
+    "node": 10,
+    "socket": 5,
+    "memoryDomain": 4,
+    "core": 3,
+    "hwthread": 2,
+    "accelerator": 1,
+}
+SCOPES = tuple(SCOPE_GRANULARITY)
+
+#: Job states accepted by cc-backend (cc-lib schema/job.go).
+JOB_STATES = (
+    "boot_fail", "cancelled", "completed", "deadline", "failed", "node_fail",
+    "out_of_memory", "pending", "preempted", "running", "suspended", "timeout",
+)
+SHARED_VALUES = ("none", "single_user", "multi_user")
+
+MONITORING_DISABLED = 0
+MONITORING_RUNNING_OR_ARCHIVING = 1
+MONITORING_ARCHIVING_FAILED = 2
+MONITORING_ARCHIVED = 3
+
+
+@dataclass(frozen=True)
+class Unit:
+    base: str = ""
+    prefix: str = ""
+
+
+@dataclass
+class Resource:
+    hostname: str
+    configuration: str = ""
+    hwthreads: list[int] | None = None
+    accelerators: list[str] | None = None
+
+
+@dataclass
+class Tag:
+    type: str
+    name: str
+    scope: str = "global"
+    id: int = 0
+
+
+@dataclass
+class JobStatistics:
+    """Job-level statistics of one metric as stored in meta.json."""
+
+    unit: Unit
+    avg: float
+    min: float
+    max: float
+
+
+@dataclass
+class JobLink:
+    id: int
+    job_id: int
+
+
+@dataclass
+class ConcurrentJobs:
+    items: list[JobLink] | None = None
+    count: int = 0
+
+
+@dataclass
+class Job:
+    """One batch job, the content of meta.json (cc-lib ``schema.Job``)."""
+
+    cluster: str
+    sub_cluster: str
+    job_id: int
+    start_time: int
+    user: str = ""
+    project: str = ""
+    resources: list[Resource] = field(default_factory=list)
+    num_nodes: int = 0
+    partition: str = ""
+    shared: str = "none"
+    job_state: str = "completed"
+    tags: list[Tag] = field(default_factory=list)
+    energy_footprint: dict[str, float] | None = None
+    footprint: dict[str, float] | None = None
+    meta_data: dict[str, str] | None = None
+    concurrent_jobs: ConcurrentJobs = field(default_factory=ConcurrentJobs)
+    energy: float = 0.0
+    array_job_id: int = 0
+    walltime: int = 0
+    requested_memory: int = 0
+    duration: int = 0
+    smt: int = 0
+    monitoring_status: int = 0
+    num_acc: int = 0
+    num_hwthreads: int = 0
+    statistics: dict[str, JobStatistics] | None = None
+    id: int | None = None
+    submit_time: int = 0
+
+    @property
+    def key(self) -> tuple[str, int, int]:
+        """The archive identity of a job: (cluster, jobId, startTime)."""
+        return (self.cluster, self.job_id, self.start_time)
+
+    @property
+    def label(self) -> str:
+        """Human-readable job name for log lines and error messages."""
+        return f"job {self.cluster}/{self.job_id}/{self.start_time}"
+
+    @property
+    def hostnames(self) -> list[str]:
+        return [r.hostname for r in self.resources]
+
+
+@dataclass
+class StatsSeries:
+    """Per-time-step statistics over the series of one (metric, scope); NaN encodes as null."""
+
+    min: FloatArray
+    median: FloatArray
+    max: FloatArray
+    mean: FloatArray | None = None
+    percentiles: dict[int, FloatArray] | None = None
+
+
+@dataclass
+class JobMetric:
+    """All series of one metric at one scope, stored column-friendly.
+
+    ``data[i, :lengths[i]]`` are the samples of series ``i``; the rest of the row is NaN.
+    ``statistics[i]`` holds (min, avg, max) of series ``i`` (already rounded), or the whole
+    array is ``None`` before statistics are computed.  ``has_statistics[i]`` is False for legacy
+    series that were stored without a statistics object.
+    """
+
+    unit: Unit
+    timestep: int
+    hostnames: list[str]
+    ids: list[str | None]
+    data: FloatArray
+    lengths: IntArray
+    statistics: FloatArray | None = None
+    has_statistics: npt.NDArray[np.bool_] | None = None
+    statistics_series: StatsSeries | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.hostnames)
+        if self.data.ndim != 2 or self.data.shape[0] != n or len(self.ids) != n or len(self.lengths) != n:
+            raise ValueError(
+                f"inconsistent JobMetric: data {self.data.shape}, {n} hostnames, "
+                f"{len(self.ids)} ids, {len(self.lengths)} lengths"
+            )
+
+    @property
+    def num_series(self) -> int:
+        return len(self.hostnames)
+
+    def series(self, i: int) -> FloatArray:
+        """The samples of series ``i`` (a view, without padding)."""
+        return self.data[i, : int(self.lengths[i])]
+
+    @classmethod
+    def from_rows(
+        cls,
+        unit: Unit,
+        timestep: int,
+        hostnames: list[str],
+        ids: list[str | None],
+        rows: list[Any],
+    ) -> JobMetric:
+        """Build from per-series sequences of possibly different lengths (NaN-padded)."""
+        lengths = np.array([len(r) for r in rows], dtype=np.int64)
+        width = int(lengths.max()) if len(rows) else 0
+        data = np.full((len(rows), width), np.nan, dtype=np.float64)
+        for i, r in enumerate(rows):
+            data[i, : len(r)] = np.asarray(r, dtype=np.float64)
+        return cls(unit, timestep, list(hostnames), list(ids), data, lengths)
+
+
+#: data.json content: metric name -> scope name -> series block.
+JobData = dict[str, dict[str, JobMetric]]
+
+
+def iter_metrics(data: JobData) -> Iterator[tuple[str, str, JobMetric]]:
+    """(metric, scope, block) in the archive's sorted order."""
+    for metric in sorted(data):
+        for scope in sorted(data[metric]):
+            yield metric, scope, data[metric][scope]
