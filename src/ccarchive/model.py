@@ -182,6 +182,16 @@ class JobMetric:
         """The samples of series ``i`` (a view, without padding)."""
         return self.data[i, : int(self.lengths[i])]
 
+    def to_arrow(self, metric: str = "", scope: str = "") -> Any:
+        """This block as an Arrow table (one row per series, samples as list<float32>)."""
+        import pyarrow as pa
+
+        return pa.table(_arrow_rows(metric, scope, self))
+
+    def to_pandas(self, metric: str = "", scope: str = "") -> Any:
+        """This block as a pandas DataFrame (needs pandas)."""
+        return self.to_arrow(metric, scope).to_pandas()
+
     @classmethod
     def from_rows(
         cls,
@@ -209,3 +219,43 @@ def iter_metrics(data: JobData) -> Iterator[tuple[str, str, JobMetric]]:
     for metric in sorted(data):
         for scope in sorted(data[metric]):
             yield metric, scope, data[metric][scope]
+
+
+def _arrow_rows(metric: str, scope: str, block: JobMetric) -> dict[str, Any]:
+    import pyarrow as pa
+
+    n = block.num_series
+    flat = np.concatenate([block.series(i) for i in range(n)]).astype(np.float32) if n else np.empty(0, np.float32)
+    offsets = np.zeros(n + 1, dtype=np.int32)
+    np.cumsum(block.lengths, out=offsets[1:])
+    values = pa.array(flat, type=pa.float32(), from_pandas=True)  # NaN -> null
+    stats = block.statistics if block.statistics is not None else np.full((n, 3), np.nan)
+    return {
+        "metric": [metric] * n,
+        "scope": [scope] * n,
+        "hostname": block.hostnames,
+        "id": block.ids,
+        "timestep": [block.timestep] * n,
+        "unit": [block.unit.prefix + block.unit.base] * n,
+        "min": stats[:, 0],
+        "avg": stats[:, 1],
+        "max": stats[:, 2],
+        "data": pa.ListArray.from_arrays(pa.array(offsets), values),
+    }
+
+
+def data_to_arrow(data: JobData) -> Any:
+    """All series of a job as one Arrow table: metric, scope, hostname, id, timestep, unit,
+    min/avg/max and the samples as ``list<float32>`` (missing samples are null)."""
+    import pyarrow as pa
+
+    tables = [pa.table(_arrow_rows(m, s, b)) for m, s, b in iter_metrics(data)]
+    if not tables:
+        return pa.table({k: [] for k in ("metric", "scope", "hostname", "id", "timestep", "unit",
+                                         "min", "avg", "max", "data")})
+    return pa.concat_tables(tables)
+
+
+def data_to_pandas(data: JobData) -> Any:
+    """:func:`data_to_arrow` as a pandas DataFrame (needs pandas)."""
+    return data_to_arrow(data).to_pandas()

@@ -1,0 +1,247 @@
+"""Job archive v3 through fsspec: any URL (plain path, ``file://``, ``memory://``, ``s3://``).
+
+Layout (cc-backend pkg/archive/fsBackend.go)::
+
+    <root>/version.txt                                   "3\\n"
+    <root>/<cluster>/cluster.json
+    <root>/<cluster>/<jobId // 1000>/<jobId % 1000 :03d>/<startTime>/meta.json
+                                                         .../data.json  or  data.json.gz
+
+Writes are safer than the reference's: the data file first, meta.json last, each one atomic
+(a hidden temporary name in the same directory + rename where the file system renames, one PUT
+per object on object stores), and a stale data file of the other kind is removed before
+meta.json appears.  So a job directory with a meta.json is complete, and a crash at any moment
+leaves either the previous complete entry or no meta.json at all.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+from .cluster import Cluster, encode_cluster, load_cluster
+from .errors import ArchiveVersionError, FormatError, InputError
+from .formats.compress import gunzip_bytes, gzip_bytes, should_gzip
+from .formats.data import decode_job_data, encode_job_data
+from .formats.meta import decode_job_meta, encode_job_meta
+from .model import Job, JobData
+
+ARCHIVE_VERSION = 3
+TMP_PREFIX = ".ccarchive-tmp-"
+JobKey = tuple[str, int, int]
+
+
+def job_path(cluster: str, job_id: int, start_time: int) -> str:
+    """Relative directory of a job: ``<cluster>/<jobId/1000>/<%03d jobId%1000>/<startTime>``."""
+    return f"{cluster}/{job_id // 1000}/{job_id % 1000:03d}/{start_time}"
+
+
+@dataclass
+class WriteResult:
+    """What one job write put into the archive."""
+
+    path: str
+    data_file: str
+    bytes_written: int
+    raw_data_bytes: int
+
+
+def _key(job: Job | JobKey) -> JobKey:
+    return job.key if isinstance(job, Job) else job
+
+
+class JobArchive:
+    """A v3 job archive on any fsspec file system."""
+
+    def __init__(self, url: str, *, create: bool = False, storage_options: dict[str, Any] | None = None):
+        self.url = url
+        fs, root = fsspec.core.url_to_fs(url, **(storage_options or {}))
+        self.fs = fs
+        self.root = root.rstrip("/") if root not in ("/", "") else root
+        self._local = isinstance(fs, LocalFileSystem)
+        self._clusters: dict[str, Cluster] = {}
+        self._check_version(create)
+
+    # -- paths ---------------------------------------------------------------------------
+    def _p(self, *parts: str) -> str:
+        return posixpath.join(self.root, *parts) if self.root else posixpath.join(*parts)
+
+    def job_dir(self, job: Job | JobKey) -> str:
+        return self._p(job_path(*_key(job)))
+
+    # -- version.txt -----------------------------------------------------------------------
+    def _check_version(self, create: bool) -> None:
+        vpath = self._p("version.txt")
+        try:
+            raw = self.fs.cat_file(vpath)
+        except FileNotFoundError:
+            raw = None
+        if raw is None:
+            if not create:
+                raise InputError(f"{self.url}: not a job archive (no version.txt); use --create or an archive URL")
+            try:
+                entries = [e for e in self.fs.ls(self.root or "/", detail=False)
+                           if not posixpath.basename(e.rstrip("/")).startswith(".")]
+            except FileNotFoundError:
+                entries = []
+            if entries:
+                raise InputError(
+                    f"{self.url}: has no version.txt but is not empty; refusing to turn it into a job archive"
+                )
+            self.fs.makedirs(self.root or "/", exist_ok=True)
+            self._put(vpath, b"%d\n" % ARCHIVE_VERSION)
+            return
+        text = raw.decode("utf-8", "replace")
+        text = text[:-1] if text.endswith("\n") else text
+        if text.strip() != str(ARCHIVE_VERSION):
+            raise ArchiveVersionError(
+                f"{self.url}: unsupported job archive version {text.strip()!r}, ccarchive needs {ARCHIVE_VERSION}"
+            )
+
+    # -- atomic object writes ----------------------------------------------------------------
+    def _put(self, path: str, payload: bytes) -> None:
+        """Write one object atomically: temp name + fsync + rename locally, one PUT elsewhere."""
+        parent = posixpath.dirname(path)
+        if self._local:
+            os.makedirs(parent, exist_ok=True)
+            tmp = posixpath.join(parent, f"{TMP_PREFIX}{uuid.uuid4().hex}-{posixpath.basename(path)}")
+            try:
+                with open(tmp, "wb") as f:
+                    f.write(payload)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, path)
+            except BaseException:
+                try:
+                    os.unlink(tmp)
+                except FileNotFoundError:
+                    pass
+                raise
+        else:
+            self.fs.makedirs(parent, exist_ok=True)
+            self.fs.pipe_file(path, payload)
+
+    def _remove(self, path: str) -> None:
+        try:
+            self.fs.rm_file(path)
+        except FileNotFoundError:
+            pass
+
+    # -- clusters ------------------------------------------------------------------------------
+    def clusters(self) -> list[str]:
+        """Cluster names: every top-level directory (hidden ones excluded)."""
+        out = []
+        for info in self.fs.ls(self.root or "/", detail=True):
+            name = posixpath.basename(info["name"].rstrip("/"))
+            if info["type"] == "directory" and not name.startswith("."):
+                out.append(name)
+        return sorted(out)
+
+    def has_cluster(self, name: str) -> bool:
+        return bool(self.fs.exists(self._p(name, "cluster.json")))
+
+    def load_cluster(self, name: str) -> Cluster:
+        if name not in self._clusters:
+            path = self._p(name, "cluster.json")
+            try:
+                raw = self.fs.cat_file(path)
+            except FileNotFoundError:
+                from .errors import ClusterConfigError
+
+                raise ClusterConfigError(f"{self.url}: unknown cluster {name!r} (no {name}/cluster.json)") from None
+            self._clusters[name] = load_cluster(raw, name_hint=f"{name}/cluster.json")
+        return self._clusters[name]
+
+    def store_cluster(self, cluster: Cluster) -> None:
+        self._put(self._p(cluster.name, "cluster.json"), encode_cluster(cluster))
+        self._clusters[cluster.name] = cluster
+
+    # -- jobs ------------------------------------------------------------------------------------
+    def exists(self, job: Job | JobKey) -> bool:
+        """True when the job's meta.json exists, which means the entry is complete."""
+        return bool(self.fs.exists(posixpath.join(self.job_dir(job), "meta.json")))
+
+    def write_job(self, job: Job, data: JobData) -> WriteResult:
+        """Write data (gzip above 2000 bytes), drop the stale other data file, then meta.json."""
+        encoded = encode_job_data(data)
+        meta = encode_job_meta(job)
+        return self.write_encoded(job, encoded, meta)
+
+    def write_encoded(self, job: Job, encoded_data: bytes, meta: bytes) -> WriteResult:
+        d = self.job_dir(job)
+        if should_gzip(len(encoded_data)):
+            name, stale, payload = "data.json.gz", "data.json", gzip_bytes(encoded_data)
+        else:
+            name, stale, payload = "data.json", "data.json.gz", encoded_data
+        self._put(posixpath.join(d, name), payload)
+        self._remove(posixpath.join(d, stale))
+        self._put(posixpath.join(d, "meta.json"), meta)
+        return WriteResult(d, name, len(payload) + len(meta), len(encoded_data))
+
+    def load_meta(self, job: Job | JobKey) -> Job:
+        path = posixpath.join(self.job_dir(job), "meta.json")
+        try:
+            raw = self.fs.cat_file(path)
+        except FileNotFoundError:
+            raise InputError(f"{self.url}: no archived job {job_path(*_key(job))}") from None
+        try:
+            return decode_job_meta(raw)
+        except FormatError as e:
+            raise FormatError(f"{path}: {e}") from e
+
+    def load_data_bytes(self, job: Job | JobKey) -> bytes:
+        """The decompressed data.json text (data.json.gz preferred, as cc-backend does)."""
+        d = self.job_dir(job)
+        try:
+            return gunzip_bytes(self.fs.cat_file(posixpath.join(d, "data.json.gz")))
+        except FileNotFoundError:
+            pass
+        try:
+            return bytes(self.fs.cat_file(posixpath.join(d, "data.json")))
+        except FileNotFoundError:
+            raise InputError(f"{self.url}: job {job_path(*_key(job))} has no data file") from None
+
+    def load_data(self, job: Job | JobKey) -> JobData:
+        raw = self.load_data_bytes(job)
+        try:
+            return decode_job_data(raw)
+        except FormatError as e:
+            raise FormatError(f"{self.job_dir(job)}/data.json: {e}") from e
+
+    def iter_job_keys(self, cluster: str | None = None) -> Iterator[JobKey]:
+        """Keys of complete entries (with meta.json), sorted by cluster, jobId, startTime."""
+        for c in [cluster] if cluster else self.clusters():
+            base = self._p(c)
+            try:
+                metas = self.fs.glob(posixpath.join(base, "*", "*", "*", "meta.json"))
+            except FileNotFoundError:
+                continue
+            keys = []
+            for m in metas:
+                parts = m.rstrip("/").split("/")
+                try:
+                    lvl1, lvl2, start = int(parts[-4]), int(parts[-3]), int(parts[-2])
+                except ValueError:
+                    continue
+                keys.append((c, lvl1 * 1000 + lvl2, start))
+            yield from sorted(keys)
+
+    def iter_jobs(self, cluster: str | None = None) -> Iterator[Job]:
+        for key in self.iter_job_keys(cluster):
+            yield self.load_meta(key)
+
+    def temporary_files(self) -> list[str]:
+        """Leftover temporary files of interrupted writes (none after a clean run)."""
+        return sorted(p for p in self.fs.find(self.root or "/") if posixpath.basename(p).startswith(TMP_PREFIX))
+
+
+def open_archive(url: str, *, create: bool = False, storage_options: dict[str, Any] | None = None) -> JobArchive:
+    """Open (or with ``create=True`` bootstrap) a v3 job archive at any fsspec URL."""
+    return JobArchive(url, create=create, storage_options=storage_options)

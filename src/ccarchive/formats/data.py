@@ -1,0 +1,351 @@
+"""data.json: encoder byte-identical to Go's ``json.NewEncoder(w).Encode(schema.JobData)``, and a
+tolerant decoder.
+
+The encoder streams: it yields the text in pieces of about a megabyte, never the whole job, so a
+large job's JSON is never held in memory at once (spec §8, bounded worker RSS).  Sample arrays are
+formatted by the ``ccarchive.kernels.encode`` kernel (float32 cast, 2 decimals, ``null`` for NaN);
+everything around them (keys, hostnames, per-series statistics) is assembled here in Go's order:
+
+* ``JobData``: metric names sorted, scope names sorted (Go map keys);
+* ``JobMetric``: ``statisticsSeries`` (omitted when absent), ``unit``, ``series``, ``timestep``;
+* ``StatsSeries``: ``percentiles`` (omitempty, keys sorted as decimal strings), ``mean`` (``null``
+  when absent), ``median``, ``min``, ``max``, all ``'f', 2, 64``;
+* ``Series`` (custom MarshalJSON in cc-lib float.go): ``hostname``, ``id`` (omitted when None),
+  ``statistics`` as ``{min, avg, max}`` with 2 decimals, ``data``.
+
+The decoder accepts legacy files (pretty-printed, unsorted or unknown keys, series without
+``statistics``, ``null`` samples, long decimals) and builds the columnar :class:`JobMetric`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from ..errors import FormatError
+from ..kernels.encode import encode_rows, f64_array_json, format_f64_2dp
+from ..model import FloatArray, JobData, JobMetric, StatsSeries, Unit
+from .gojson import go_string
+
+#: Flush the pending output once it reaches this size (bytes).
+CHUNK_BYTES = 1 << 20
+#: Samples encoded per kernel call: bounds the kernel's scratch buffer (~7 bytes per sample).
+CHUNK_SAMPLES = 1 << 18
+
+_UNSAFE_RAW = frozenset('"\\') | frozenset(chr(c) for c in range(0x20))
+
+
+def encode_unit(unit: Unit) -> str:
+    """``schema.Unit``: ``{"base":...}`` plus ``"prefix"`` when not empty."""
+    if unit.prefix:
+        return '{"base":' + go_string(unit.base) + ',"prefix":' + go_string(unit.prefix) + "}"
+    return '{"base":' + go_string(unit.base) + "}"
+
+
+def _raw_string(s: str, what: str) -> bytes:
+    """A hostname or id as Go's Series.MarshalJSON writes it: pasted raw between quotes, then
+    re-compacted with HTML escaping.  Characters that would change or break the JSON are refused."""
+    if not _UNSAFE_RAW.isdisjoint(s) or any(0xD800 <= ord(c) < 0xE000 for c in s):
+        raise FormatError(f"data.json: {what} {s!r} cannot be encoded (Go writes it unescaped)")
+    return go_string(s).encode()
+
+
+def _float_array(values: FloatArray | None, where: str) -> bytes:
+    if values is None:
+        return b"null"
+    try:
+        return f64_array_json(values)
+    except ValueError as e:
+        raise FormatError(f"data.json: {where}: {e}") from None
+
+
+def encode_stats_series(ss: StatsSeries, where: str = "statisticsSeries") -> bytes:
+    """``schema.StatsSeries``: percentiles (omitempty), mean, median, min, max."""
+    parts = [b"{"]
+    if ss.percentiles:
+        keys = sorted(ss.percentiles, key=lambda k: str(int(k)))  # Go sorts int keys as strings
+        parts.append(b'"percentiles":{')
+        parts.append(b",".join(
+            b'"%d":' % int(k) + _float_array(ss.percentiles[k], f"{where}.percentiles[{k}]") for k in keys
+        ))
+        parts.append(b"},")
+    parts += [
+        b'"mean":', _float_array(ss.mean, f"{where}.mean"),
+        b',"median":', _float_array(ss.median, f"{where}.median"),
+        b',"min":', _float_array(ss.min, f"{where}.min"),
+        b',"max":', _float_array(ss.max, f"{where}.max"),
+        b"}",
+    ]
+    return b"".join(parts)
+
+
+def _checked_statistics(block: JobMetric, where: str) -> FloatArray:
+    """The block's (n, 3) statistics, refusing what Go cannot encode (missing, NaN, Inf)."""
+    n = block.num_series
+    stats = block.statistics
+    if stats is None:
+        raise FormatError(f"data.json: {where}: series statistics were not computed before encoding")
+    stats = np.asarray(stats, dtype=np.float64)
+    if stats.shape != (n, 3):
+        raise FormatError(f"data.json: {where}: statistics shape {stats.shape}, expected ({n}, 3)")
+    if not np.isfinite(stats).all():
+        i = int(np.flatnonzero(~np.isfinite(stats).all(axis=1))[0])
+        raise FormatError(
+            f"data.json: {where}: series {i} ({block.hostnames[i]}) has a non-finite statistic "
+            f"{stats[i].tolist()} (min, avg, max); Go cannot encode it"
+        )
+    return stats
+
+
+def _series_heads(block: JobMetric, where: str) -> list[bytes]:
+    """Per series: ``{"hostname":..,"id":..,"statistics":{..},"data":`` (data and ``}`` follow)."""
+    n = block.num_series
+    sbuf, soff = format_f64_2dp(_checked_statistics(block, where))
+    text = sbuf.tobytes()
+    so = soff.tolist()
+    host_cache: dict[str, bytes] = {}
+    heads = []
+    for i in range(n):
+        host = block.hostnames[i]
+        h = host_cache.get(host)
+        if h is None:
+            h = host_cache[host] = b'{"hostname":' + _raw_string(host, "hostname")
+        sid = block.ids[i]
+        if sid is not None:
+            h = h + b',"id":' + _raw_string(str(sid), "series id")
+        k = 3 * i
+        heads.append(
+            h + b',"statistics":{"min":' + text[so[k] : so[k + 1]]
+            + b',"avg":' + text[so[k + 1] : so[k + 2]]
+            + b',"max":' + text[so[k + 2] : so[k + 3]]
+            + b'},"data":'
+        )
+    return heads
+
+
+def iter_job_metric(block: JobMetric, where: str = "metric") -> Iterator[bytes]:
+    """One ``schema.JobMetric`` object, in pieces (the series are encoded a chunk of rows at a time)."""
+    head = [b"{"]
+    if block.statistics_series is not None:
+        ss = encode_stats_series(block.statistics_series, f"{where}.statisticsSeries")
+        head += [b'"statisticsSeries":', ss, b","]
+    head += [b'"unit":', encode_unit(block.unit).encode(), b',"series":']
+    n = block.num_series
+    if n == 0:
+        yield b"".join(head) + b'null,"timestep":%d}' % int(block.timestep)
+        return
+    head.append(b"[")
+    heads = _series_heads(block, where)  # validates before anything of the block is yielded
+    yield b"".join(head)
+    data = np.ascontiguousarray(block.data, dtype=np.float64)
+    lengths = np.asarray(block.lengths, dtype=np.int64)
+    rows = max(1, CHUNK_SAMPLES // max(1, data.shape[1]))
+    for r0 in range(0, n, rows):
+        r1 = min(n, r0 + rows)
+        buf, off = encode_rows(data[r0:r1], lengths[r0:r1])
+        text = buf.tobytes()
+        o = off.tolist()
+        parts = []
+        for i in range(r1 - r0):
+            if r0 + i:
+                parts.append(b",")
+            parts += [heads[r0 + i], text[o[i] : o[i + 1]], b"}"]
+        yield b"".join(parts)
+    yield b'],"timestep":%d}' % int(block.timestep)
+
+
+def iter_job_data(data: JobData) -> Iterator[bytes]:
+    """The data.json text in pieces (metric by metric, large blocks in ~1 MB chunks), ending with
+    the trailing ``"\\n"`` of Go's ``Encoder.Encode``.  Statistics are checked for every block
+    before the first piece is produced, so a job Go could not encode fails before any write."""
+    for metric, scopes in data.items():
+        for scope, block in (scopes or {}).items():
+            if block is not None and block.num_series:
+                _checked_statistics(block, f"{metric}/{scope}")
+    pending: list[bytes] = [b"{"]
+    size = 1
+    for mi, metric in enumerate(sorted(data)):
+        scopes = data[metric]
+        if scopes is None:
+            raise FormatError(f"data.json: metric {metric!r} has no scopes")
+        pending.append((("," if mi else "") + go_string(metric) + ":").encode())
+        if not scopes:
+            pending.append(b"{}")
+            continue
+        for si, scope in enumerate(sorted(scopes)):
+            block = scopes[scope]
+            pending.append((("," if si else "{") + go_string(scope) + ":").encode())
+            if block is None:
+                pending.append(b"null")
+                continue
+            for piece in iter_job_metric(block, f"{metric}/{scope}"):
+                pending.append(piece)
+                size += len(piece)
+                if size >= CHUNK_BYTES:
+                    yield b"".join(pending)
+                    pending, size = [], 0
+        pending.append(b"}")
+        yield b"".join(pending)
+        pending, size = [], 0
+    pending.append(b"}\n")
+    yield b"".join(pending)
+
+
+def encode_job_data(data: JobData) -> bytes:
+    """The whole data.json text (compact, one trailing newline), byte-identical to Go."""
+    return b"".join(iter_job_data(data))
+
+
+# ----------------------------------------------------------------------------------------------
+# Decoding
+
+
+def _float_list(values: Any, where: str) -> FloatArray:
+    """A JSON list of numbers / nulls as float64 (null -> NaN)."""
+    if values is None:
+        return np.empty(0, dtype=np.float64)
+    if not isinstance(values, list):
+        raise FormatError(f"data.json: {where} must be an array")
+    try:
+        return np.array(values, dtype=np.float64)  # None becomes NaN
+    except (TypeError, ValueError):
+        raise FormatError(f"data.json: {where} must be an array of numbers or null") from None
+
+
+def _number(v: Any, where: str) -> float:
+    if v is None:
+        return 0.0  # Go leaves a float64 untouched on null
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise FormatError(f"data.json: {where} must be a number")
+    return float(v)
+
+
+def decode_unit(obj: Any, where: str) -> Unit:
+    """``schema.Unit`` from a decoded JSON object (missing or null -> empty unit)."""
+    if obj is None:
+        return Unit()
+    if not isinstance(obj, dict):
+        raise FormatError(f"{where}: unit must be an object")
+    base, prefix = obj.get("base") or "", obj.get("prefix") or ""
+    if not isinstance(base, str) or not isinstance(prefix, str):
+        raise FormatError(f"{where}: unit base and prefix must be strings")
+    return Unit(base, prefix)
+
+
+def _decode_stats_series(obj: Any, where: str) -> StatsSeries | None:
+    if obj is None:
+        return None
+    if not isinstance(obj, dict):
+        raise FormatError(f"data.json: {where}.statisticsSeries must be an object")
+    percentiles = None
+    raw_p = obj.get("percentiles")
+    if raw_p:
+        if not isinstance(raw_p, dict):
+            raise FormatError(f"data.json: {where}.statisticsSeries.percentiles must be an object")
+        try:
+            percentiles = {int(k): _float_list(v, f"{where}.percentiles[{k}]") for k, v in raw_p.items()}
+        except ValueError:
+            raise FormatError(f"data.json: {where}: percentile keys must be integers") from None
+    mean = obj.get("mean")
+    return StatsSeries(
+        min=_float_list(obj.get("min"), f"{where}.statisticsSeries.min"),
+        median=_float_list(obj.get("median"), f"{where}.statisticsSeries.median"),
+        max=_float_list(obj.get("max"), f"{where}.statisticsSeries.max"),
+        mean=None if mean is None else _float_list(mean, f"{where}.statisticsSeries.mean"),
+        percentiles=percentiles,
+    )
+
+
+def decode_job_metric(obj: Any, where: str = "metric") -> JobMetric:
+    """One ``schema.JobMetric`` from its decoded JSON object."""
+    if not isinstance(obj, dict):
+        raise FormatError(f"data.json: {where} must be an object")
+    timestep = obj.get("timestep")
+    if isinstance(timestep, float) and timestep.is_integer():
+        timestep = int(timestep)
+    if isinstance(timestep, bool) or not isinstance(timestep, int):
+        raise FormatError(f"data.json: {where}.timestep must be an integer")
+    series = obj.get("series") or []
+    if not isinstance(series, list):
+        raise FormatError(f"data.json: {where}.series must be an array")
+    n = len(series)
+    hostnames: list[str] = []
+    ids: list[str | None] = []
+    rows: list[Any] = []
+    stats = np.zeros((n, 3), dtype=np.float64)
+    has_stats = np.zeros(n, dtype=np.bool_)
+    for i, s in enumerate(series):
+        if not isinstance(s, dict):
+            raise FormatError(f"data.json: {where}.series[{i}] must be an object")
+        host = s.get("hostname")
+        if not isinstance(host, str):
+            raise FormatError(f"data.json: {where}.series[{i}].hostname must be a string")
+        hostnames.append(host)
+        sid = s.get("id")
+        ids.append(None if sid is None else str(sid))
+        d = s.get("data")
+        if d is None:
+            d = []
+        elif not isinstance(d, list):
+            raise FormatError(f"data.json: {where}.series[{i}].data must be an array")
+        rows.append(d)
+        st = s.get("statistics")
+        if isinstance(st, dict):
+            w = f"{where}.series[{i}].statistics"
+            stats[i] = (_number(st.get("min"), w + ".min"), _number(st.get("avg"), w + ".avg"),
+                        _number(st.get("max"), w + ".max"))
+            has_stats[i] = True
+        elif st is not None:
+            raise FormatError(f"data.json: {where}.series[{i}].statistics must be an object")
+    lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=n)
+    width = int(lengths.max()) if n else 0
+    try:
+        if n and int(lengths.min()) == width:
+            data = np.array(rows, dtype=np.float64).reshape(n, width)
+        else:
+            data = np.full((n, width), np.nan, dtype=np.float64)
+            for i, r in enumerate(rows):
+                data[i, : len(r)] = np.array(r, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise FormatError(f"data.json: {where}: series data must be arrays of numbers or null") from None
+    return JobMetric(
+        unit=decode_unit(obj.get("unit"), f"data.json: {where}"),
+        timestep=timestep,
+        hostnames=hostnames,
+        ids=ids,
+        data=data,
+        lengths=lengths,
+        statistics=stats,
+        has_statistics=has_stats,
+        statistics_series=_decode_stats_series(obj.get("statisticsSeries"), where),
+    )
+
+
+def decode_job_data(raw: bytes | str | dict[str, Any]) -> JobData:
+    """Parse a data.json (Go output or a legacy file) into columnar :class:`JobMetric` blocks.
+
+    ``has_statistics[i]`` is False for series stored without ``statistics`` (their statistics
+    read as zeros, as Go decodes them)."""
+    if isinstance(raw, dict):
+        obj: Any = raw
+    else:
+        try:
+            obj = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise FormatError(f"data.json: not valid JSON: {e}") from None
+    if not isinstance(obj, dict):
+        raise FormatError("data.json: top level must be an object of metrics")
+    out: JobData = {}
+    for metric, scopes in obj.items():
+        if not isinstance(scopes, dict):
+            raise FormatError(f"data.json: {metric} must be an object of scopes")
+        out[metric] = {
+            scope: decode_job_metric(block, f"{metric}/{scope}")
+            for scope, block in scopes.items()
+            if block is not None
+        }
+    return out
+

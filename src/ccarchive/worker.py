@@ -1,0 +1,209 @@
+"""The archiving worker process: take job ids from the queue, archive, report back.
+
+Runs as a module-level function in a *spawned* process (never forked: numba's threading layer
+aborts forked children).  Only :class:`JobRef` records arrive through the queue and only
+:class:`Message` records go back through a one-way pipe, so no metric array ever crosses the
+process boundary.  The worker never decides a job's fate on failure: it reports the reason and
+whether it looks transient, and the parent retries or marks the job failed.
+
+Per job, the six steps of cc-backend's archiver:
+1. fetch the job's metadata from the job DB
+2. select scopes and load metric data from the source
+3. kernels: aggregate + statistics
+4. encode + write to the archive (data first, meta.json last)
+5. update the job DB (footprint, energy, monitoring_status = 3)
+6. report the result; the parent runs the hooks
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import traceback
+from queue import Empty
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class JobRef:
+    """What crosses the queue: the job DB id (the worker reads everything else itself)."""
+
+    db_id: int
+    attempt: int = 1
+    force: bool = False  # re-archive even if the job DB says it is archived (or not monitored)
+
+
+@dataclass
+class WorkerConfig:
+    """Everything the worker needs to open its own connections; picklable by design."""
+
+    job_db: str
+    archive_url: str
+    state_db: str
+    source: dict[str, Any] = field(default_factory=lambda: {"kind": "synthetic"})
+    storage_options: dict[str, Any] = field(default_factory=dict)
+    core_scope_max_nodes: int = 8
+    log_level: int = logging.WARNING
+    log_format: str = "plain"
+
+
+@dataclass
+class Message:
+    """Worker -> parent.  kind: ready | fatal | started | done | skipped | failed | cancelled."""
+
+    kind: str
+    db_id: int = 0
+    attempt: int = 0
+    ok: bool = False
+    reason: str = ""
+    message: str = ""
+    transient: bool = False
+    phases: dict[str, float] = field(default_factory=dict)
+    bytes_written: int = 0
+    job: dict[str, Any] | None = None  # hook payload: the archived job's identity and results
+    warnings: list[str] = field(default_factory=list)
+    pid: int = 0
+
+
+def warm_up() -> None:
+    """Compile (or load from the on-disk cache) every kernel before taking jobs; only this
+    process writes the JIT cache (concurrent first compiles into one cache can crash)."""
+    import numpy as np
+
+    from .formats.data import encode_job_data
+    from .kernels.aggregate import aggregate
+    from .kernels.reduce import mask_outside_float32, round2, series_stats
+    from .kernels.timestep import statistics_series
+    from .model import JobMetric, Unit
+
+    x = np.array([[1.0, np.nan, 3.0]] * 8)
+    n = np.full(8, 3, dtype=np.int64)
+    series_stats(x, n)
+    statistics_series(x, n)
+    aggregate(x, n, np.zeros(8, dtype=np.int64), 1, 0)
+    mask_outside_float32(x.copy())
+    round2(np.array([0.125]))
+    block = JobMetric(Unit(), 60, ["h"] * 8, [str(i) for i in range(8)], x, n)
+    from .statistics import compute_block_statistics
+
+    compute_block_statistics(block)
+    encode_job_data({"m": {"core": block}})
+
+
+def _hook_payload(job: Any, path: str) -> dict[str, Any]:
+    return {
+        "id": job.id, "jobId": job.job_id, "cluster": job.cluster, "startTime": job.start_time,
+        "subCluster": job.sub_cluster, "user": job.user, "project": job.project,
+        "numNodes": job.num_nodes, "duration": job.duration, "jobState": job.job_state,
+        "energy": job.energy, "footprint": job.footprint, "energyFootprint": job.energy_footprint,
+        "statistics": {m: {"avg": s.avg, "min": s.min, "max": s.max} for m, s in (job.statistics or {}).items()},
+        "archivePath": path,
+    }
+
+
+def is_transient(exc: BaseException) -> bool:
+    from .errors import TransientError
+
+    if isinstance(exc, TransientError):
+        return True
+    import sqlite3
+
+    if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+        return True
+    # network and backend hiccups surface as OSError subclasses from sockets, fsspec and s3fs
+    return isinstance(exc, (TimeoutError, ConnectionError)) or (
+        isinstance(exc, OSError) and exc.errno in (110, 111, 112, 113, 104)
+    )
+
+
+def archive_one(ref: JobRef, cfg: WorkerConfig, env: dict[str, Any], cancelled: Any) -> Message:
+    """Steps 1-5 for one job; any exception becomes a failed Message."""
+    from .core import archive_job
+    from .errors import CancelledError, CcArchiveError
+
+    jobdb, archive, source = env["jobdb"], env["archive"], env["source"]
+    try:
+        job = jobdb.get_job(ref.db_id)                                            # 1
+        if job.monitoring_status in (0, 3) and not ref.force:
+            what = "already archived" if job.monitoring_status == 3 else "not monitored (status 0)"
+            return Message("skipped", ref.db_id, ref.attempt, ok=True, reason=what,
+                           message=f"{job.label}: {what}; not archived again")
+        cluster = archive.load_cluster(job.cluster)
+        if cancelled():
+            raise CancelledError(f"{job.label}: cancelled before loading")
+        result = archive_job(job, source=source, archive=archive, cluster=cluster,  # 2-4
+                             core_scope_max_nodes=cfg.core_scope_max_nodes, cancelled=cancelled)
+        t0 = time.perf_counter()
+        final = result.job
+        jobdb.mark_archived(ref.db_id, final.footprint or {}, final.energy_footprint or {}, final.energy)  # 5
+        result.phases["db"] = time.perf_counter() - t0
+        return Message("done", ref.db_id, ref.attempt, ok=True, phases=result.phases,  # 6
+                       bytes_written=result.bytes_written, job=_hook_payload(final, result.path),
+                       warnings=result.warnings[:50])
+    except CancelledError as e:
+        return Message("cancelled", ref.db_id, ref.attempt, reason=e.reason, message=str(e))
+    except CcArchiveError as e:
+        return Message("failed", ref.db_id, ref.attempt, reason=e.reason, message=str(e),
+                       transient=is_transient(e))
+    except MemoryError:
+        return Message("failed", ref.db_id, ref.attempt, reason="out-of-memory",
+                       message=f"job {ref.db_id}: out of memory while archiving")
+    except Exception as e:  # noqa: BLE001 - the worker must survive anything a job does
+        tb = traceback.format_exc(limit=5).strip().splitlines()[-1]
+        return Message("failed", ref.db_id, ref.attempt, reason="transient" if is_transient(e) else "internal",
+                       message=f"job {ref.db_id}: {type(e).__name__}: {e} ({tb})", transient=is_transient(e))
+
+
+def open_environment(cfg: WorkerConfig) -> dict[str, Any]:
+    from .archive import open_archive
+    from .jobdb import JobDB
+    from .sources.registry import source_from_spec
+
+    return {
+        "jobdb": JobDB(cfg.job_db),
+        "archive": open_archive(cfg.archive_url, storage_options=cfg.storage_options),
+        "source": source_from_spec(cfg.source),
+    }
+
+
+def worker_main(cfg: WorkerConfig, queue: Any, results: Any, cancel: Any) -> None:
+    """Entry point of the worker process."""
+    from .logs import setup_logging
+
+    setup_logging(0 if cfg.log_level >= logging.WARNING else 1, cfg.log_format)
+    pid = os.getpid()
+    try:
+        warm_up()
+        env = open_environment(cfg)
+    except BaseException as e:  # noqa: BLE001 - report why the worker cannot run, then exit
+        results.send(Message("fatal", reason=getattr(e, "reason", "worker-start"), message=str(e), pid=pid))
+        return
+    results.send(Message("ready", pid=pid))
+    parent = os.getppid()
+
+    def cancelled() -> bool:
+        # an orphaned worker (parent killed) stops at the next check instead of running on
+        return cancel.is_set() or os.getppid() != parent
+
+    while True:
+        try:
+            ref = queue.get(timeout=1.0)
+        except Empty:
+            if os.getppid() != parent:
+                return
+            continue
+        if ref is None:
+            break
+        if cancelled():
+            results.send(Message("cancelled", ref.db_id, ref.attempt, reason="cancelled",
+                                 message=f"job {ref.db_id}: not started, shutting down"))
+            continue
+        try:
+            results.send(Message("started", ref.db_id, ref.attempt, pid=pid))
+            results.send(archive_one(ref, cfg, env, cancelled))
+        except (BrokenPipeError, OSError):
+            return  # the parent is gone; the job DB still says pending where it matters

@@ -1,0 +1,155 @@
+"""The fsspec v3 archive: version handling, layout, atomic writes, stale files, reading back."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ccarchive.archive import TMP_PREFIX, job_path, open_archive
+from ccarchive.core import archive_job
+from ccarchive.errors import ArchiveVersionError, InputError
+from ccarchive.sources.synthetic import SyntheticSource, synthetic_job
+
+
+def test_job_path_layout():
+    assert job_path("emmy", 1403244, 1608923076) == "emmy/1403/244/1608923076"
+    assert job_path("c", 42, 7) == "c/0/042/7"
+    assert job_path("c", 1234005, 7) == "c/1234/005/7"
+
+
+@pytest.mark.parametrize("scheme", ["plain", "file"])
+def test_create_writes_version_and_reopens(tmp_path: Path, scheme: str):
+    root = tmp_path / "arch"
+    url = str(root) if scheme == "plain" else f"file://{root}"
+    open_archive(url, create=True)
+    assert (root / "version.txt").read_bytes() == b"3\n"
+    assert open_archive(url).clusters() == []
+
+
+def test_memory_archive_roundtrip(demo_clusters):
+    url = f"memory://ccarchive-test-{uuid.uuid4().hex}"
+    arch = open_archive(url, create=True)
+    cluster = demo_clusters["fritz"]
+    job = synthetic_job(cluster, "main", 4242, 1_700_000_000, 2, 3600)
+    res = archive_job(job, source=SyntheticSource(), archive=arch, cluster=cluster)
+    assert arch.exists(job)
+    assert arch.load_meta(job).statistics.keys() == res.job.statistics.keys()
+    assert arch.clusters() == ["fritz"]
+
+
+def test_version_mismatch_is_refused(tmp_path: Path):
+    (tmp_path / "version.txt").write_text("2\n")
+    with pytest.raises(ArchiveVersionError, match="unsupported job archive version '2', ccarchive needs 3"):
+        open_archive(str(tmp_path))
+
+
+def test_version_without_newline_accepted(tmp_path: Path):
+    (tmp_path / "version.txt").write_text("3")
+    open_archive(str(tmp_path))
+
+
+def test_nonempty_dir_without_version_refused(tmp_path: Path):
+    (tmp_path / "something").mkdir()
+    with pytest.raises(InputError, match="not empty"):
+        open_archive(str(tmp_path), create=True)
+    with pytest.raises(InputError, match="no version.txt"):
+        open_archive(str(tmp_path))
+
+
+def test_fixture_archive_reads(fixture_archive: Path):
+    arch = open_archive(str(fixture_archive))
+    assert arch.clusters() == ["alex", "emmy", "fritz"]
+    keys = list(arch.iter_job_keys())
+    assert keys == [("emmy", 1403244, 1608923076)]
+    job = arch.load_meta(keys[0])
+    assert job.num_nodes == 32 and job.sub_cluster == "haswell"
+    data = arch.load_data(job)
+    assert data["cpu_load"]["node"].data.shape == (32, 1441)
+    assert arch.load_cluster("emmy").name == "emmy"
+
+
+def _archive_one(tmp_path: Path, demo_clusters, duration: int, nodes: int = 1):
+    arch = open_archive(str(tmp_path / "arch"), create=True)
+    cluster = demo_clusters["fritz"]
+    job = synthetic_job(cluster, "main", 123456, 1_700_000_000, nodes, duration)
+    res = archive_job(job, source=SyntheticSource(), archive=arch, cluster=cluster)
+    return arch, job, res
+
+
+def test_gzip_rule_and_stale_file_removed(tmp_path: Path, demo_clusters):
+    arch, job, res = _archive_one(tmp_path, demo_clusters, 3600)
+    d = Path(arch.job_dir(job))
+    assert res.raw_data_bytes > 2000
+    assert sorted(p.name for p in d.iterdir()) == ["data.json.gz", "meta.json"]
+    # a stale plain data.json left by an older writer must disappear on re-archive
+    (d / "data.json").write_bytes(b"{}\n")
+    archive_job(job, source=SyntheticSource(), archive=arch, cluster=demo_clusters["fritz"])
+    assert sorted(p.name for p in d.iterdir()) == ["data.json.gz", "meta.json"]
+
+
+def test_small_data_is_plain_json(tmp_path: Path, demo_clusters):
+    from ccarchive.model import JobMetric, Unit
+
+    arch = open_archive(str(tmp_path / "arch"), create=True)
+    cluster = demo_clusters["fritz"]
+    job = synthetic_job(cluster, "main", 77, 1_700_000_000, 1, 60)
+    data = {"cpu_load": {"node": JobMetric.from_rows(Unit(), 60, [job.resources[0].hostname], [None],
+                                                     [[1.0, 2.0]])}}
+    from ccarchive.core import archive_loaded
+
+    res = archive_loaded(job, data, archive=arch, cluster=cluster)
+    d = Path(res.path)
+    assert sorted(p.name for p in d.iterdir()) == ["data.json", "meta.json"]
+    text = (d / "data.json").read_bytes()
+    assert len(text) <= 2000 and text.endswith(b"}\n")
+    assert json.loads(text)["cpu_load"]["node"]["series"][0]["statistics"] == {"min": 1.0, "avg": 1.5, "max": 2.0}
+
+
+def test_crash_before_meta_leaves_no_entry(tmp_path: Path, demo_clusters, monkeypatch):
+    arch = open_archive(str(tmp_path / "arch"), create=True)
+    cluster = demo_clusters["fritz"]
+    job = synthetic_job(cluster, "main", 99, 1_700_000_000, 1, 1800)
+    real_replace = os.replace
+
+    def failing_replace(src, dst):
+        if str(dst).endswith("meta.json"):
+            raise OSError(28, "No space left on device")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    with pytest.raises(OSError, match="No space left"):
+        archive_job(job, source=SyntheticSource(), archive=arch, cluster=cluster)
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert not arch.exists(job)
+    assert list(arch.iter_job_keys()) == []
+    assert arch.temporary_files() == []
+    # the next attempt completes the entry
+    archive_job(job, source=SyntheticSource(), archive=arch, cluster=cluster)
+    assert arch.exists(job)
+
+
+def test_read_back_equals_input_at_archive_precision(tmp_path: Path, demo_clusters):
+    arch, job, res = _archive_one(tmp_path, demo_clusters, 4 * 3600, nodes=2)
+    back = arch.load_data(job)
+    assert back.keys() == res.data.keys()
+    for metric, scopes in res.data.items():
+        for scope, block in scopes.items():
+            got = back[metric][scope]
+            assert got.hostnames == block.hostnames and got.ids == block.ids
+            np.testing.assert_array_equal(got.lengths, block.lengths)
+            want = np.round(block.data.astype(np.float32).astype(np.float64), 2)
+            np.testing.assert_allclose(got.data, want, rtol=0, atol=0.0051, equal_nan=True)
+            np.testing.assert_array_equal(got.statistics, block.statistics)
+    meta = arch.load_meta(job)
+    assert meta.monitoring_status == 3
+    assert meta.statistics == res.job.statistics
+
+
+def test_no_temp_files_after_writes(tmp_path: Path, demo_clusters):
+    arch, job, _ = _archive_one(tmp_path, demo_clusters, 600)
+    assert not [p for p in (tmp_path / "arch").rglob("*") if p.name.startswith(TMP_PREFIX)]

@@ -1,0 +1,289 @@
+"""The archiving pipeline with real processes and real SQLite files.
+
+Faults are injected through ``faulty_source.FaultySource`` (a synthetic source that reads a JSON
+fault file at every fetch), so the worker process under test is the real one.  Waiting is always
+on a condition with a bounded timeout, never a bare sleep.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from ccarchive.archive import TMP_PREFIX, open_archive
+from ccarchive.demo import embedded_cluster
+from ccarchive.jobdb import JobDB
+from ccarchive.pipeline import (
+    QUEUE_SIZE,
+    Archiver,
+    ArchiverStateError,
+    QueueFullError,
+    RetryPolicy,
+    ShutdownTimeoutError,
+)
+from ccarchive.sources.synthetic import synthetic_job
+from ccarchive.statestore import StateStore
+from ccarchive.worker import WorkerConfig
+
+TESTS = Path(__file__).parent
+START = int(time.time()) // 3600 * 3600 - 3 * 86400
+
+
+def wait_for(cond, timeout: float = 60.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
+
+
+class Env:
+    """A job DB, an archive and a fault file in a temporary folder."""
+
+    def __init__(self, root: Path, n_small: int = 0, large: list[tuple[int, int]] | None = None):
+        self.root = root
+        self.cluster = embedded_cluster("fritz")
+        self.arch = open_archive(str(root / "archive"), create=True)
+        self.arch.store_cluster(self.cluster)
+        self.db_path = root / "job.db"
+        self.db = JobDB.create(self.db_path)
+        self.faults = root / "faults.json"
+        self.marker = root / "started"
+        jobs = [synthetic_job(self.cluster, "main", 10_000 + i, START + i * 60, 1, 600) for i in range(n_small)]
+        for k, (nodes, duration) in enumerate(large or []):
+            jobs.append(synthetic_job(self.cluster, "main", 90_000 + k, START + 86400 + k, nodes, duration))
+        self.ids = self.db.insert_jobs(jobs) if jobs else []
+        self.job_ids = {i: j.job_id for i, j in zip(self.ids, jobs)}
+
+    def set_faults(self, **faults) -> None:
+        faults.setdefault("started_marker", str(self.marker))
+        self.faults.write_text(json.dumps(faults))
+
+    def config(self) -> WorkerConfig:
+        return WorkerConfig(
+            job_db=str(self.db_path), archive_url=str(self.root / "archive"), state_db=str(self.root / "state.db"),
+            source={"kind": "python", "class": "faulty_source:FaultySource", "faults_file": str(self.faults),
+                    "nan_gap_probability": 0.01},
+        )
+
+    def archiver(self, **kw) -> Archiver:
+        kw.setdefault("retry", RetryPolicy(max_attempts=3, base_s=0.05, cap_s=0.2))
+        return Archiver(self.config(), **kw)
+
+    def statuses(self) -> dict[int, int]:
+        with sqlite3.connect(self.db_path) as c:
+            return dict(c.execute("SELECT id, monitoring_status FROM job"))
+
+    def assert_complete(self, ids=None) -> None:
+        """Every job archived (status 3) with a complete entry, no temporary files anywhere."""
+        ids = self.ids if ids is None else ids
+        st = self.statuses()
+        assert [i for i in ids if st[i] != 3] == []
+        for i in ids:
+            job = self.db.get_job(i)
+            d = Path(self.arch.job_dir(job))
+            names = sorted(p.name for p in d.iterdir())
+            assert names in (["data.json", "meta.json"], ["data.json.gz", "meta.json"]), (d, names)
+            assert self.arch.load_meta(job).monitoring_status == 3
+        assert not [p for p in (self.root / "archive").rglob("*") if p.name.startswith(TMP_PREFIX)]
+
+
+@pytest.fixture(autouse=True)
+def _tests_on_path(monkeypatch):
+    monkeypatch.syspath_prepend(str(TESTS))  # spawned workers import faulty_source from here
+
+
+def test_500_jobs_from_4_threads_archived_exactly_once(tmp_path: Path):
+    env = Env(tmp_path, n_small=500)
+    done: list[int] = []
+    a = env.archiver(on_result=lambda m: done.append(m.db_id) if m.kind == "done" else None)
+    a.start()
+    accepted: list[bool] = []
+    lock = threading.Lock()
+
+    def feed(part: int) -> None:
+        # threads overlap: every id is triggered twice, duplicates while pending are refused
+        for db_id in env.ids[part * 100: part * 100 + 200]:
+            r = a.trigger(db_id)
+            with lock:
+                accepted.append(r)
+
+    threads = [threading.Thread(target=feed, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    for db_id in env.ids[:100] + env.ids[400:]:  # 1 trigger each so far
+        a.trigger(db_id)
+    assert a.wait_idle(300)
+    a.shutdown(30)
+    assert sorted(done) == sorted(env.ids)  # each job archived exactly once
+    env.assert_complete()
+    state = StateStore(tmp_path / "state.db")
+    assert {state.get(i).attempts for i in env.ids} == {1}
+
+
+def test_trigger_blocks_at_128_queued_and_resumes(tmp_path: Path):
+    env = Env(tmp_path, n_small=QUEUE_SIZE + 3)
+    first = env.ids[0]
+    env.set_faults(slow={str(env.job_ids[first]): 0.05})  # ~1 s in flight
+    a = env.archiver()
+    a.start()
+    a.trigger(first)
+    wait_for(env.marker.exists, what="first job in flight")
+    for db_id in env.ids[1:QUEUE_SIZE + 1]:
+        a.trigger(db_id, timeout=5)
+    assert a.status()["queued"] == QUEUE_SIZE
+    with pytest.raises(QueueFullError, match="archive queue full"):
+        a.trigger(env.ids[QUEUE_SIZE + 1], timeout=0.2)
+    blocked = threading.Thread(target=a.trigger, args=(env.ids[QUEUE_SIZE + 1],))
+    blocked.start()
+    blocked.join(0.2)
+    assert blocked.is_alive()  # blocks while 128 are queued ...
+    blocked.join(60)
+    assert not blocked.is_alive()  # ... and resumes when the worker takes the next job
+    a.trigger(env.ids[QUEUE_SIZE + 2])
+    a.shutdown(120)
+    env.assert_complete()
+
+
+def test_misuse_gives_clear_errors(tmp_path: Path):
+    env = Env(tmp_path, n_small=1)
+    a = env.archiver()
+    with pytest.raises(ArchiverStateError, match=r"trigger\(\) before start\(\)"):
+        a.trigger(env.ids[0])
+    a.start()
+    with pytest.raises(ArchiverStateError, match="called twice"):
+        a.start()
+    a.shutdown(30)
+    with pytest.raises(ArchiverStateError, match="no new jobs accepted after shutdown"):
+        a.trigger(env.ids[0])
+    with pytest.raises(ArchiverStateError, match="called twice"):
+        a.shutdown(1)
+
+
+def test_shutdown_within_timeout_archives_everything(tmp_path: Path):
+    env = Env(tmp_path, n_small=40)
+    a = env.archiver()
+    a.start()
+    for db_id in env.ids:
+        a.trigger(db_id)
+    a.shutdown(120)  # no exception: everything finished
+    env.assert_complete()
+
+
+def test_shutdown_timeout_leaves_job_pending_then_restart_archives_it(tmp_path: Path):
+    env = Env(tmp_path, n_small=1)
+    slow = env.ids[0]
+    env.set_faults(slow={str(env.job_ids[slow]): 2.0})  # ~40 s: far beyond the timeout
+    a = env.archiver()
+    a.start()
+    a.trigger(slow)
+    wait_for(env.marker.exists, what="slow job in flight")
+    t0 = time.monotonic()
+    with pytest.raises(ShutdownTimeoutError, match=rf"1 jobs not archived .*: {slow}") as exc:
+        a.shutdown(timeout=0.5, grace=5)
+    assert time.monotonic() - t0 < 15
+    assert exc.value.unfinished == [slow]
+    assert not a._worker.is_alive()
+    assert env.statuses()[slow] == 1  # still pending, not failed
+    env.faults.unlink()
+    b = env.archiver(reconcile_interval_s=3600, reconcile_grace_s=0)
+    b.start()  # the reconciler finds the pending job
+    assert b.wait_idle(120)
+    b.shutdown(30)
+    env.assert_complete()
+
+
+def test_kill_worker_mid_large_job(tmp_path: Path):
+    env = Env(tmp_path, n_small=5, large=[(64, 2 * 86400)])
+    large = env.ids[-1]
+    env.set_faults(slow={str(env.job_ids[large]): 0.2})
+    done: list[int] = []
+    a = env.archiver(on_result=lambda m: done.append(m.db_id) if m.kind == "done" else None)
+    a.start()
+    old_pid = a.worker_pid
+    a.trigger(large)
+    for db_id in env.ids[:-1]:
+        a.trigger(db_id)
+    wait_for(env.marker.exists, what="large job in flight")
+    env.faults.unlink()
+    os.kill(old_pid, signal.SIGKILL)
+    wait_for(lambda: a.worker_pid != old_pid and a._ready.is_set(), what="replacement worker")
+    assert a.wait_idle(300)
+    a.shutdown(30)
+    assert a.stats.worker_restarts == 1
+    assert sorted(done) == sorted(env.ids)
+    env.assert_complete()
+    assert StateStore(tmp_path / "state.db").get(large).last_error_reason == "worker-died"
+
+
+def test_failed_job_marked_2_worker_continues_and_retry_archives(tmp_path: Path, capsys):
+    env = Env(tmp_path, n_small=6)
+    bad = env.ids[2]
+    env.set_faults(fail=[env.job_ids[bad]])
+    a = env.archiver()
+    a.start()
+    for db_id in env.ids:
+        a.trigger(db_id)
+    assert a.wait_idle(120)
+    a.shutdown(30)
+    st = env.statuses()
+    assert st[bad] == 2
+    assert all(st[i] == 3 for i in env.ids if i != bad)
+    rec = StateStore(tmp_path / "state.db").get(bad)
+    assert rec.last_error_reason == "bad-input" and "injected data failure" in rec.last_error_message
+    env.faults.unlink()
+    from ccarchive.cli.main import main
+
+    rc = main(["retry", "--job-db", str(env.db_path), "--archive", str(tmp_path / "archive"),
+               "--state-db", str(tmp_path / "state.db"), "--no-progress",
+               "--source", json.dumps(env.config().source)])
+    assert rc == 0, capsys.readouterr()
+    env.assert_complete()
+
+
+def test_transient_failures_are_retried_with_backoff(tmp_path: Path):
+    env = Env(tmp_path, n_small=2)
+    flaky = env.ids[0]
+    env.set_faults(transient={str(env.job_ids[flaky]): 2})
+    a = env.archiver()
+    a.start()
+    for db_id in env.ids:
+        a.trigger(db_id)
+    assert a.wait_idle(120)
+    a.shutdown(30)
+    env.assert_complete()
+    assert a.stats.retries == 2
+    assert StateStore(tmp_path / "state.db").get(flaky).attempts == 3
+
+
+def test_db_stays_readable_like_cc_backend(tmp_path: Path):
+    env = Env(tmp_path, n_small=3)
+    a = env.archiver()
+    a.start()
+    for db_id in env.ids:
+        a.trigger(db_id)
+    a.shutdown(120)
+    cols = ("id, job_id, hpc_user, project, cluster, subcluster, start_time, cluster_partition, array_job_id, "
+            "num_nodes, num_hwthreads, num_acc, shared, monitoring_status, smt, job_state, duration, walltime, "
+            "resources, footprint, energy")
+    with sqlite3.connect(env.db_path) as c:
+        rows = c.execute(f"SELECT {cols}, energy_footprint, typeof(footprint) FROM job").fetchall()
+    for r in rows:
+        resources = json.loads(r[18])
+        footprint = json.loads(r[19])
+        assert resources and resources[0]["hostname"]
+        assert set(footprint) == {"cpu_load_avg", "flops_any_avg", "mem_bw_avg", "mem_used_max"}
+        assert isinstance(r[20], float) and json.loads(r[21]).keys() == {"cpu_power", "mem_power"}
+        assert r[22] == "text" and r[13] == 3
+        # the archive's meta.json carries the same footprint and energy
+        meta = env.arch.load_meta(("fritz", r[1], r[6]))
+        assert meta.footprint == footprint and meta.energy == r[20]
