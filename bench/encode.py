@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from ccarchive.kernels.encode import encode_rows, warm_up
 
 from ccarchive.formats import compress
 from ccarchive.formats.data import decode_job_data, iter_job_data
+from ccarchive.kernels.encode import encode_rows, warm_up
 from ccarchive.model import JobData, JobMetric, StatsSeries, Unit
 
 #: Real data (cc-backend's emmy test job) for a gzip figure on measured, not synthetic, samples.

@@ -49,14 +49,26 @@ def read_bandwidth(threads: int, nbytes: int = FULL_BYTES, repeats: int = 5) -> 
     return words.nbytes / best / 1e9
 
 
+_measured: dict[bool, dict[int, float]] = {}
+
+
+def bandwidth(quick: bool) -> dict[int, float]:
+    """{threads: GB/s} for 1 thread and all numba threads, measured once per process."""
+    if quick not in _measured:
+        nbytes = QUICK_BYTES if quick else FULL_BYTES
+        repeats = 3 if quick else 5
+        _measured[quick] = {
+            threads: read_bandwidth(threads, nbytes, repeats)
+            for threads in sorted({1, numba.config.NUMBA_NUM_THREADS})
+        }
+    return _measured[quick]
+
+
 def run(quick: bool) -> list[dict]:
     """Bench rows: read bandwidth with one thread and with all numba threads."""
     nbytes = QUICK_BYTES if quick else FULL_BYTES
-    repeats = 3 if quick else 5
     rows = []
-    thread_counts = sorted({1, numba.config.NUMBA_NUM_THREADS})
-    for threads in thread_counts:
-        gbs = read_bandwidth(threads, nbytes, repeats)
+    for threads, gbs in bandwidth(quick).items():
         rows.append(
             {
                 "group": "memory",

@@ -1,24 +1,36 @@
 """Per-series statistics (count, min, mean, max) and the rounding that cc-backend applies to them.
 
-Why this shape: the archive must be byte-compatible with cc-backend, whose mean is a float64 sum
-accumulated strictly left to right. Any reassociation (pairwise, SIMD lanes) changes the last bit of
-about one mean in 400, and that bit can flip the 2-decimal rounding. One row's sum is therefore a
-single dependent chain; speed comes from running 8 rows' chains side by side, never from splitting one.
+Why the kernel looks the way it does: the archive must be byte-compatible with cc-backend, whose mean
+is a float64 sum taken strictly left to right. Reassociating it (pairwise, SIMD lanes along the
+row) changes the last bit of about one mean in 400, and that bit can flip the 2-decimal rounding. So
+each row's sum is one dependent chain of additions, and speed comes from running the chains of 8
+rows side by side in the 8 lanes of one vector, never from splitting a row.
 
-The kernel works on blocks of 8 rows and chunks of columns, in two passes per chunk:
+LLVM cannot derive that layout from plain numba loops (it will not SLP-vectorise across rows), so
+the inner loop is written as LLVM IR in ``_accumulate_block``: per step it loads an 8-row x 8-column
+tile, transposes it with 24 shuffles, and then updates 4 vector accumulators column by column, lane
+r belonging to row r:
 
-1. a vectorised pass over each row chunk: NaN test, non-NaN count, min and max, and a copy of the
-   chunk with NaN replaced by 0.0 into a small buffer. Min/max are reduced over integer "order keys"
-   (the IEEE total order as int64) because LLVM vectorises integer min/max without fastmath, while a
-   float `x < lo` reduction stays scalar. The total order also gives Go's `math.Min`/`math.Max`
-   semantics for signed zeros for free (min prefers -0, max prefers +0), independent of sample order.
-2. a scalar pass adding the 8 buffered rows column by column: 8 independent add chains, one add per
-   sample, loads straight from L1/L2. Adding 0.0 for a NaN leaves a sum unchanged bit for bit (the
-   sum starts at +0.0 and never becomes -0.0), so pass 2 needs no branch.
+* sum   += x where x is not NaN (adding 0.0 instead of a NaN leaves the sum unchanged bit for bit:
+  the sum starts at +0.0 and never becomes -0.0);
+* count += 1 where x is not NaN;
+* min / max over integer "order keys" (the IEEE total order as int64), which gives Go's math.Min /
+  math.Max result for signed zeros (-0 < +0) independent of sample order, and needs no NaN branch
+  beyond the mask.
 
-While pass 2 runs (pure arithmetic), it prefetches the next chunk, so memory keeps streaming.
-Measured on the 2-core AMD EPYC development VM (8192 x 10080 float64, 1 % NaN, 2 threads), see
-bench/kernels.py for the current figures; the history of the design choices is in the comments.
+Measured on the 2-core AMD EPYC development VM (Zen 5, AVX-512), float64, 1 % NaN:
+
+=====================================  ==========  ==========  ========================
+variant                                1 thread    2 threads   note
+=====================================  ==========  ==========  ========================
+8 interleaved scalar rows              15 GB/s     30 GB/s     compute bound, 2.2 cycles/sample
+2 passes: vector scan + scalar sums    21 GB/s     42 GB/s     0.65 + 0.53 cycles/sample
+transposed 8x8 tile (this file)        27 GB/s     42 GB/s     0.59 cycles/sample, waits on DRAM
+ + software prefetch 1 KiB ahead       38 GB/s     71-74 GB/s  read bandwidth: 39 / 77 GB/s
+=====================================  ==========  ==========  ========================
+
+Blocks are 8 rows, whatever the vector width of the machine: LLVM splits the 8-lane vectors into
+two AVX2 or four SSE/NEON registers where AVX-512 is missing, and the results are identical.
 """
 
 from __future__ import annotations
@@ -27,145 +39,181 @@ import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
 from numba.core import cgutils
-from numba.extending import intrinsic, overload
+from numba.extending import intrinsic
 
-__all__ = ["series_stats", "mask_outside_float32", "round2", "round2_scalar"]
+__all__ = [
+    "series_stats",
+    "series_stats_serial",
+    "mask_outside_float32",
+    "mask_outside_float32_serial",
+    "round2",
+    "round2_scalar",
+]
 
-#: rows whose sums run side by side in pass 2. 8 chains keep both FP add pipes busy (add latency
-#: ~2 cycles); 4 rows measured 10-15 % slower, 16 rows no faster and twice the buffer.
+#: rows per block = vector lanes of the accumulators; the tile transpose below is written for 8
 BLOCK_ROWS = 8
-#: columns per chunk: the NaN-free buffer (8 x 2048 x 8 B = 128 KiB) plus the prefetched next chunk
-#: stay in the 1 MiB L2. 512 and 8192 measured within noise of 2048 with prefetching on.
-CHUNK_COLS = 2048
+#: prefetch distance in samples per row. Without prefetching the 8 row streams of a block ran at
+#: 27 GB/s on one thread; 64 -> 36, 128 -> 38, 192 -> 38, 512 -> 36, 1024 -> 34 GB/s.
+PREFETCH_SAMPLES = 128
 
+#: inputs smaller than this many samples go to the serial build of a kernel. A parallel region costs
+#: ~2 us when the other core idles, but on a busy machine its p99 was 38 ms for an 8 x 60 input
+#: (waiting for the worker thread to be scheduled) against 0.8 us serially; 2 MiB of float64 takes
+#: ~50 us on one thread, which is where a second thread starts to pay. (numba.set_num_threads inside
+#: a kernel would do the same but makes it uncacheable, so each kernel is compiled twice instead.)
+SERIAL_BELOW = 1 << 18
+
+_I64_MAX = 0x7FFFFFFFFFFFFFFF
+_I64_MIN = -0x8000000000000000
+_ABS_MASK = 0x7FFFFFFFFFFFFFFF
 _F32_MAX = float(np.finfo(np.float32).max)
-_I64_MAX = np.int64(0x7FFFFFFFFFFFFFFF)
-_I64_MIN = np.int64(-0x7FFFFFFFFFFFFFFF - 1)
-_ABS64 = np.int64(0x7FFFFFFFFFFFFFFF)
-_INF64 = np.int64(0x7FF0000000000000)
-_ABS32 = np.int64(0x7FFFFFFF)
-_INF32 = np.int64(0x7F800000)
 
 
 # ---------------------------------------------------------------------------------------------------
-# low-level helpers
+# the vector core, as LLVM IR
 # ---------------------------------------------------------------------------------------------------
+
+
+def _shuffle(builder, a, b, mask):
+    i32 = ir.IntType(32)
+    return builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(i32, len(mask)), mask))
+
+
+def _transpose8(builder, rows):
+    """Transpose 8 vectors <8 x double>: returns ``cols`` with ``cols[j][r] == rows[r][j]``.
+
+    Three rounds of two-input shuffles (unpack pairs, then 2-blocks, then 4-blocks), 24 in total.
+    """
+    pairs = []  # pairs[p] = (even columns, odd columns) of rows 2p, 2p+1, interleaved by row
+    for p in range(0, 8, 2):
+        pairs.append(
+            (
+                _shuffle(builder, rows[p], rows[p + 1], [0, 8, 2, 10, 4, 12, 6, 14]),
+                _shuffle(builder, rows[p], rows[p + 1], [1, 9, 3, 11, 5, 13, 7, 15]),
+            )
+        )
+    quads = {}  # quads[(half, parity, h)]: rows 4*half..4*half+3 of columns parity + 2h and + 4
+    for half in (0, 1):
+        for parity in (0, 1):
+            a, b = pairs[2 * half][parity], pairs[2 * half + 1][parity]
+            quads[half, parity, 0] = _shuffle(builder, a, b, [0, 1, 8, 9, 4, 5, 12, 13])
+            quads[half, parity, 1] = _shuffle(builder, a, b, [2, 3, 10, 11, 6, 7, 14, 15])
+    cols = [None] * 8
+    for parity in (0, 1):
+        for h in (0, 1):
+            a, b = quads[0, parity, h], quads[1, parity, h]
+            col = parity + 2 * h
+            cols[col] = _shuffle(builder, a, b, [0, 1, 2, 3, 8, 9, 10, 11])
+            cols[col + 4] = _shuffle(builder, a, b, [4, 5, 6, 7, 12, 13, 14, 15])
+    return cols
 
 
 @intrinsic
-def prefetch(typingctx, arr, index):
-    """Hint the CPU to load ``arr[index]`` (1-D array) into cache; no effect on results.
+def _accumulate_block(typingctx, data, first, lens, stop, fstate, istate):
+    """Fold columns [0, stop) of rows first..first+7 into the block state; stop % 8 == 0.
 
-    numba exposes no prefetch, so this emits ``llvm.prefetch`` (read, locality 2). Without it the
-    vectorised pass waits on DRAM: 8192 x 10080 float64 ran at 14 GB/s on one thread, with it 24 GB/s.
+    ``lens`` (int64[8]) masks lane r beyond row r's length (a length of 0 masks a row absent from
+    the last block; its loads are redirected to the last row). ``fstate`` (float64[8]) holds the
+    sums; ``istate`` (int64[24]) the counts, min keys and max keys, 8 each. Both are read at entry
+    and written back at exit.
     """
-    if not (isinstance(arr, types.Array) and arr.ndim == 1 and isinstance(index, types.Integer)):
+    if not (isinstance(data, types.Array) and data.ndim == 2 and data.dtype in (types.float32, types.float64)):
         return None
 
     def codegen(context, builder, signature, args):
-        ary = context.make_array(signature.args[0])(context, builder, args[0])
-        ptr = builder.gep(ary.data, [args[1]])
-        i32 = ir.IntType(32)
-        fnty = ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
-        builder.call(fn, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 2), ir.Constant(i32, 1)])
+        data_ty, _, lens_ty, _, fstate_ty, istate_ty = signature.args
+        ary = context.make_array(data_ty)(context, builder, args[0])
+        first_, stop_ = args[1], args[3]
+        lens_ary = context.make_array(lens_ty)(context, builder, args[2])
+        fst = context.make_array(fstate_ty)(context, builder, args[4])
+        ist = context.make_array(istate_ty)(context, builder, args[5])
+
+        i32, i64, f64 = ir.IntType(32), ir.IntType(64), ir.DoubleType()
+        src = context.get_value_type(data_ty.dtype)
+        v8f, v8i, v8src = ir.VectorType(f64, 8), ir.VectorType(i64, 8), ir.VectorType(src, 8)
+
+        def splat(vty, value):
+            return ir.Constant(vty, [value] * 8)
+
+        def load_vec(ptr, offset, vty, align):
+            p = builder.gep(ptr, [offset])
+            return builder.load(builder.bitcast(p, vty.as_pointer()), align=align)
+
+        def store_vec(ptr, offset, value):
+            p = builder.gep(ptr, [ir.Constant(i64, offset)])
+            builder.store(value, builder.bitcast(p, value.type.as_pointer()), align=8)
+
+        shape = cgutils.unpack_tuple(builder, ary.shape, 2)
+        strides = cgutils.unpack_tuple(builder, ary.strides, 2)
+        last_row = builder.sub(shape[0], ir.Constant(i64, 1))
+        row_ptrs = []
+        for r in range(8):
+            row = builder.add(first_, ir.Constant(i64, r))
+            row = builder.select(builder.icmp_signed(">", row, last_row), last_row, row)
+            row_ptrs.append(
+                cgutils.get_item_pointer2(context, builder, ary.data, shape, strides, "C", [row, ir.Constant(i64, 0)])
+            )
+        lens_vec = load_vec(lens_ary.data, ir.Constant(i64, 0), v8i, 8)
+
+        acc_sum = cgutils.alloca_once_value(builder, load_vec(fst.data, ir.Constant(i64, 0), v8f, 8))
+        acc_cnt = cgutils.alloca_once_value(builder, load_vec(ist.data, ir.Constant(i64, 0), v8i, 8))
+        acc_lo = cgutils.alloca_once_value(builder, load_vec(ist.data, ir.Constant(i64, 8), v8i, 8))
+        acc_hi = cgutils.alloca_once_value(builder, load_vec(ist.data, ir.Constant(i64, 16), v8i, 8))
+
+        prefetch_ty = ir.FunctionType(ir.VoidType(), [src.as_pointer(), i32, i32, i32])
+        prefetch = cgutils.get_or_insert_function(builder.module, prefetch_ty, "llvm.prefetch.p0")
+        align = context.get_abi_alignment(src)
+
+        with cgutils.for_range_slice(builder, ir.Constant(i64, 0), stop_, ir.Constant(i64, 8)) as (col, _):
+            tile = []
+            for r in range(8):
+                v = load_vec(row_ptrs[r], col, v8src, align)
+                tile.append(builder.fpext(v, v8f) if src != f64 else v)
+                ahead = builder.gep(row_ptrs[r], [builder.add(col, ir.Constant(i64, PREFETCH_SAMPLES))])
+                # read, locality 3 (L1), data cache; prefetching past the array end cannot fault
+                builder.call(prefetch, [ahead, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+            total = builder.load(acc_sum)
+            count = builder.load(acc_cnt)
+            lo = builder.load(acc_lo)
+            hi = builder.load(acc_hi)
+            col_vec = builder.insert_element(ir.Constant(v8i, ir.Undefined), col, ir.Constant(i32, 0))
+            col_vec = _shuffle(builder, col_vec, col_vec, [0] * 8)
+            for j, x in enumerate(_transpose8(builder, tile)):
+                inside = builder.icmp_signed("<", builder.add(col_vec, splat(v8i, j)), lens_vec)
+                ok = builder.and_(builder.fcmp_ordered("ord", x, x), inside)
+                total = builder.fadd(total, builder.select(ok, x, splat(v8f, 0.0)))
+                count = builder.add(count, builder.zext(ok, v8i))
+                bits = builder.bitcast(x, v8i)
+                key = builder.xor(bits, builder.and_(builder.ashr(bits, splat(v8i, 63)), splat(v8i, _ABS_MASK)))
+                key_lo = builder.select(ok, key, splat(v8i, _I64_MAX))
+                key_hi = builder.select(ok, key, splat(v8i, _I64_MIN))
+                lo = builder.select(builder.icmp_signed("<", key_lo, lo), key_lo, lo)
+                hi = builder.select(builder.icmp_signed(">", key_hi, hi), key_hi, hi)
+            builder.store(total, acc_sum)
+            builder.store(count, acc_cnt)
+            builder.store(lo, acc_lo)
+            builder.store(hi, acc_hi)
+
+        store_vec(fst.data, 0, builder.load(acc_sum))
+        store_vec(ist.data, 0, builder.load(acc_cnt))
+        store_vec(ist.data, 8, builder.load(acc_lo))
+        store_vec(ist.data, 16, builder.load(acc_hi))
         return context.get_dummy_value()
 
-    return types.void(arr, index), codegen
-
-
-@intrinsic
-def _opaque_one(typingctx):
-    """1.0 that the optimiser cannot see as a constant (volatile stack round trip).
-
-    ``fma(x, 1.0, s)`` rounds exactly like ``s + x`` (x * 1.0 is exact), but LLVM folds it back
-    into an add when it knows the 1.0. Hiding the constant keeps the fma, which runs on the FMA
-    pipes while plain adds run on the FADD pipes: more sum chains per cycle.
-    """
-
-    def codegen(context, builder, signature, args):
-        f64 = ir.DoubleType()
-        slot = cgutils.alloca_once(builder, f64)
-        builder.store(ir.Constant(f64, 1.0), slot).volatile = True
-        value = builder.load(slot)
-        value.volatile = True
-        return value
-
-    return types.float64(), codegen
-
-
-@intrinsic
-def _fma(typingctx, x, y, z):
-    """x * y + z with a single rounding (llvm.fma)."""
-    if not all(isinstance(t, types.Float) for t in (x, y, z)):
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.fma(*args)
-
-    return types.float64(types.float64, types.float64, types.float64), codegen
-
-
-def _bits(a):  # pragma: no cover - replaced by the overload
-    """Integer view of a float array with the same item size."""
-    raise NotImplementedError
-
-
-def _masks(a):  # pragma: no cover - replaced by the overload
-    """(abs mask, +inf bits) of the float type of ``a``, as int64."""
-    raise NotImplementedError
-
-
-def _key_to_float(key, a):  # pragma: no cover - replaced by the overload
-    """The float64 value of an order key produced from the float type of ``a``."""
-    raise NotImplementedError
-
-
-@overload(_bits)
-def _bits_impl(a):
-    if a.dtype == types.float64:
-        return lambda a: a.view(np.int64)
-    if a.dtype == types.float32:
-        return lambda a: a.view(np.int32)
-    return None
-
-
-@overload(_masks)
-def _masks_impl(a):
-    if a.dtype == types.float64:
-        return lambda a: (_ABS64, _INF64)
-    if a.dtype == types.float32:
-        return lambda a: (_ABS32, _INF32)
-    return None
-
-
-@overload(_key_to_float)
-def _key_to_float_impl(key, a):
-    if a.dtype == types.float64:
-        return lambda key, a: np.float64(np.int64(key ^ ((key >> 63) & _ABS64)).view(np.float64))
-    if a.dtype == types.float32:
-        return lambda key, a: np.float64(np.int32(key ^ ((key >> 63) & _ABS32)).view(np.float32))
-    return None
+    return types.void(data, first, lens, stop, fstate, istate), codegen
 
 
 @njit(inline="always")
-def _order_key(b, abs_mask):
-    """Map float bits (sign-extended to int64) to an int64 whose order is IEEE totalOrder."""
-    return b ^ ((b >> 63) & abs_mask)
+def _order_key(x):
+    """int64 whose signed order is the IEEE total order of the float64 ``x`` (-0 < +0)."""
+    bits = np.float64(x).view(np.int64)
+    return bits ^ ((bits >> 63) & _ABS_MASK)
 
 
 @njit(inline="always")
-def _scan(values, bits, clean, lo, hi, count, abs_mask, inf_bits):
-    """Vectorised pass over one row chunk: count, min/max keys, NaN->0.0 copy into ``clean``."""
-    for k in range(values.size):
-        b = np.int64(bits[k])
-        missing = (b & abs_mask) > inf_bits
-        key = _order_key(b, abs_mask)
-        lo = min(lo, _I64_MAX if missing else key)
-        hi = max(hi, _I64_MIN if missing else key)
-        count += not missing
-        clean[k] = 0.0 if missing else np.float64(values[k])
-    return lo, hi, count
+def _key_value(key):
+    """Inverse of ``_order_key``."""
+    return np.int64(key ^ ((key >> 63) & _ABS_MASK)).view(np.float64)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -178,86 +226,80 @@ _STATS_SIGS = [
 ]
 
 
+@njit(inline="always")
+def _check_lengths(lengths, n, width):
+    if lengths.size != n:
+        raise ValueError("lengths must have one entry per row of data")
+    for i in range(n):
+        if lengths[i] < 0 or lengths[i] > width:
+            raise ValueError("lengths[i] must be within [0, data.shape[1]]")
+
+
+@njit(inline="always")
+def _series_stats(data, lengths):
+    """The kernel body; ``prange`` runs in parallel only in the parallel build."""
+    n, width = data.shape
+    _check_lengths(lengths, n, width)
+    count = np.empty(n, np.int64)
+    vmin = np.empty(n, np.float64)
+    mean = np.empty(n, np.float64)
+    vmax = np.empty(n, np.float64)
+    for block in prange((n + BLOCK_ROWS - 1) // BLOCK_ROWS):
+        first = block * BLOCK_ROWS
+        rows = min(BLOCK_ROWS, n - first)
+        lens = np.zeros(BLOCK_ROWS, np.int64)
+        lens[:rows] = lengths[first : first + rows]
+        vector_stop = lens.max() // 8 * 8
+        sums = np.zeros(BLOCK_ROWS, np.float64)
+        state = np.empty(3 * BLOCK_ROWS, np.int64)  # counts, min keys, max keys
+        state[:BLOCK_ROWS] = 0
+        state[BLOCK_ROWS : 2 * BLOCK_ROWS] = _I64_MAX
+        state[2 * BLOCK_ROWS :] = _I64_MIN
+        _accumulate_block(data, first, lens, vector_stop, sums, state)
+        for r in range(rows):
+            total = sums[r]
+            cnt = state[r]
+            lo = state[BLOCK_ROWS + r]
+            hi = state[2 * BLOCK_ROWS + r]
+            row = data[first + r]
+            for k in range(vector_stop, lens[r]):  # fewer than 8 samples
+                x = np.float64(row[k])
+                if x == x:
+                    total += x
+                    cnt += 1
+                    key = _order_key(x)
+                    lo = min(lo, key)
+                    hi = max(hi, key)
+            i = first + r
+            count[i] = cnt
+            if cnt == 0:
+                vmin[i] = np.nan
+                mean[i] = np.nan
+                vmax[i] = np.nan
+            else:
+                vmin[i] = _key_value(lo)
+                mean[i] = total / cnt
+                vmax[i] = _key_value(hi)
+    return count, vmin, mean, vmax
+
+
+@njit(_STATS_SIGS, cache=True)
+def series_stats_serial(data, lengths):
+    """``series_stats`` on the calling thread only."""
+    return _series_stats(data, lengths)
+
+
 @njit(_STATS_SIGS, parallel=True, cache=True)
 def series_stats(data, lengths):
     """Count, min, mean, max of the non-NaN samples of each row ``data[i, :lengths[i]]``.
 
     The mean's sum is the float64 sum left to right, bitwise equal to a sequential loop. Min and
     max follow Go's math.Min/math.Max (-0 < +0). Rows without a non-NaN sample give NaN for all three.
+    Blocks of 8 rows run in parallel; inputs below ``SERIAL_BELOW`` samples run serially.
     """
-    n, width = data.shape
-    if lengths.size != n:
-        raise ValueError("lengths must have one entry per row of data")
-    for i in range(n):
-        if lengths[i] < 0 or lengths[i] > width:
-            raise ValueError("lengths[i] must be within [0, data.shape[1]]")
-    count = np.zeros(n, np.int64)
-    vmin = np.empty(n, np.float64)
-    mean = np.empty(n, np.float64)
-    vmax = np.empty(n, np.float64)
-    bits = _bits(data)
-    flat = data.reshape(n * width)
-    abs_mask, inf_bits = _masks(data)
-    n_blocks = (n + BLOCK_ROWS - 1) // BLOCK_ROWS
-    for block in prange(n_blocks):
-        first = block * BLOCK_ROWS
-        rows = min(BLOCK_ROWS, n - first)
-        longest = 0
-        for r in range(rows):
-            longest = max(longest, lengths[first + r])
-        clean = np.empty((BLOCK_ROWS, CHUNK_COLS), np.float64)
-        clean[rows:] = 0.0  # missing rows of the last block add zeros to unused sums
-        lo = np.full(BLOCK_ROWS, _I64_MAX)
-        hi = np.full(BLOCK_ROWS, _I64_MIN)
-        cnt = np.zeros(BLOCK_ROWS, np.int64)
-        s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
-        for start in range(0, longest, CHUNK_COLS):
-            m = min(CHUNK_COLS, longest - start)
-            for r in range(rows):
-                # the part of the chunk inside this row's length; the rest of the buffer adds 0.0
-                stop = min(max(lengths[first + r], start), start + m)
-                lo[r], hi[r], cnt[r] = _scan(
-                    data[first + r, start:stop], bits[first + r, start:stop],
-                    clean[r, : stop - start], lo[r], hi[r], cnt[r], abs_mask, inf_bits,
-                )
-                clean[r, stop - start : m] = 0.0
-            # next chunk to prefetch: same rows further right, else the next block's first columns
-            if start + CHUNK_COLS < longest:
-                next_row, next_col = first, start + CHUNK_COLS
-            else:
-                next_row, next_col = first + BLOCK_ROWS, 0
-            next_rows = max(0, min(BLOCK_ROWS, n - next_row))
-            last_col = width - 1 - next_col
-            c0, c1, c2, c3 = clean[0], clean[1], clean[2], clean[3]
-            c4, c5, c6, c7 = clean[4], clean[5], clean[6], clean[7]
-            one = _opaque_one()
-            for kk in range(0, m, 8):
-                # 8 columns x 8 rows of sums per step; meanwhile one cache line of each row of the
-                # next chunk is requested
-                for r in range(next_rows):
-                    prefetch(flat, (next_row + r) * width + next_col + min(kk, last_col))
-                for k in range(kk, min(kk + 8, m)):
-                    s0 += c0[k]
-                    s1 += c1[k]
-                    s2 += c2[k]
-                    s3 += c3[k]
-                    s4 = _fma(c4[k], one, s4)
-                    s5 = _fma(c5[k], one, s5)
-                    s6 = _fma(c6[k], one, s6)
-                    s7 = _fma(c7[k], one, s7)
-        sums = (s0, s1, s2, s3, s4, s5, s6, s7)
-        for r in range(rows):
-            i = first + r
-            count[i] = cnt[r]
-            if cnt[r] == 0:
-                vmin[i] = np.nan
-                mean[i] = np.nan
-                vmax[i] = np.nan
-            else:
-                vmin[i] = _key_to_float(lo[r], data)
-                mean[i] = sums[r] / cnt[r]
-                vmax[i] = _key_to_float(hi[r], data)
-    return count, vmin, mean, vmax
+    if data.size < SERIAL_BELOW:
+        return series_stats_serial(data, lengths)
+    return _series_stats(data, lengths)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -265,22 +307,19 @@ def series_stats(data, lengths):
 # ---------------------------------------------------------------------------------------------------
 
 _MASK_SIGS = ["int64(float64[::1])", "int64(float64[:, ::1])", "int64(float32[::1])", "int64(float32[:, ::1])"]
-#: elements per parallel task; large enough that thread start-up (~10 us) is amortised
+#: samples per parallel task; large enough that thread hand-off (~10 us) is amortised
 _MASK_GRAIN = 1 << 16
 
 
-@njit(_MASK_SIGS, parallel=True, cache=True)
-def mask_outside_float32(data):
-    """Replace samples with |x| > float32 max (including +-inf) by NaN, in place; return how many."""
+@njit(inline="always")
+def _mask_outside_float32(data):
     flat = data.reshape(data.size)
-    n_tasks = (flat.size + _MASK_GRAIN - 1) // _MASK_GRAIN
     replaced = 0
-    for task in prange(n_tasks):
+    for task in prange((flat.size + _MASK_GRAIN - 1) // _MASK_GRAIN):
         part = flat[task * _MASK_GRAIN : min((task + 1) * _MASK_GRAIN, flat.size)]
         hits = 0
         for k in range(part.size):
-            # conditional store: samples are almost never out of range, and writing every element
-            # back would double the memory traffic
+            # a conditional (masked) store: writing every sample back would double the traffic
             if abs(np.float64(part[k])) > _F32_MAX:
                 part[k] = np.nan
                 hits += 1
@@ -288,17 +327,31 @@ def mask_outside_float32(data):
     return replaced
 
 
+@njit(_MASK_SIGS, cache=True)
+def mask_outside_float32_serial(data):
+    """``mask_outside_float32`` on the calling thread only."""
+    return _mask_outside_float32(data)
+
+
+@njit(_MASK_SIGS, parallel=True, cache=True)
+def mask_outside_float32(data):
+    """Replace samples with |x| > float32 max (including +-inf) by NaN, in place; return how many."""
+    if data.size < 2 * SERIAL_BELOW:  # one compare per sample: half the cost of series_stats
+        return mask_outside_float32_serial(data)
+    return _mask_outside_float32(data)
+
+
 # ---------------------------------------------------------------------------------------------------
 # round2
 # ---------------------------------------------------------------------------------------------------
 
 
-@njit("float64(float64)", cache=True, inline="always")
+@njit("float64(float64)", cache=True)
 def round2_scalar(x):
     """Go's ``math.Round(x*100)/100``: x*100 in float64, round half away from zero, divide by 100."""
     y = x * 100.0
     t = np.trunc(y)  # keeps the sign of zero, as Go's math.Round does
-    # y - t is exact (the fraction of y); NaN and inf fail the test and pass through unchanged
+    # y - t is exact (the fractional part of y); NaN and inf fail the test and pass through
     if abs(y - t) >= 0.5:
         t += np.copysign(1.0, y)
     return t / 100.0
@@ -306,7 +359,7 @@ def round2_scalar(x):
 
 @njit("float64[::1](float64[::1])", cache=True)
 def round2(x):
-    """``round2_scalar`` applied to every element, into a new array."""
+    """``round2_scalar`` of every element, as a new array."""
     out = np.empty(x.size, np.float64)
     for k in range(x.size):
         out[k] = round2_scalar(x[k])

@@ -13,13 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from ccarchive.kernels.encode import (
-    encode_rows,
-    encode_rows_reference,
-    f32_2dp_reference,
-    f64_array_json,
-    format_f64_2dp,
-)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -28,6 +21,13 @@ from ccarchive.formats import compress
 from ccarchive.formats import data as data_fmt
 from ccarchive.formats.data import decode_job_data, encode_job_data, iter_job_data
 from ccarchive.formats.meta import decode_job_meta, encode_job_meta
+from ccarchive.kernels.encode import (
+    encode_rows,
+    encode_rows_reference,
+    f32_2dp_reference,
+    f64_array_json,
+    format_f64_2dp,
+)
 from ccarchive.model import (
     ConcurrentJobs,
     Job,

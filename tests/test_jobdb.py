@@ -365,6 +365,15 @@ def test_concurrent_writers_processes_and_threads(db: JobDB) -> None:
         assert db.get_job(i).footprint == {"cpu_load_avg": float(i)}
 
 
+def test_connections_of_ended_threads_are_closed(db: JobDB) -> None:
+    db.counts_by_status()  # main thread's connection
+    for _ in range(8):  # e.g. one thread per HTTP request
+        t = threading.Thread(target=db.counts_by_status)
+        t.start()
+        t.join(timeout=60)
+    assert len(db._conns._all) <= 2  # main + the last thread's, the others were closed
+
+
 def test_jobdb_pickles_for_spawned_workers(db: JobDB) -> None:
     db_id = db.insert_job(make_job(7))
     clone = pickle.loads(pickle.dumps(db))

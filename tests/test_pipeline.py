@@ -60,7 +60,7 @@ class Env:
         for k, (nodes, duration) in enumerate(large or []):
             jobs.append(synthetic_job(self.cluster, "main", 90_000 + k, START + 86400 + k, nodes, duration))
         self.ids = self.db.insert_jobs(jobs) if jobs else []
-        self.job_ids = {i: j.job_id for i, j in zip(self.ids, jobs)}
+        self.job_ids = {i: j.job_id for i, j in zip(self.ids, jobs, strict=True)}
 
     def set_faults(self, **faults) -> None:
         faults.setdefault("started_marker", str(self.marker))

@@ -35,7 +35,10 @@ _LAZY = {
     "JobMetric": "model",
 }
 
-__all__ = sorted(_LAZY)
+__all__ = [
+    "ArchiveResult", "Cluster", "Job", "JobArchive", "JobData", "JobMetric",
+    "archive_job", "load_cluster", "open_archive",
+]
 
 
 def __getattr__(name: str) -> Any:

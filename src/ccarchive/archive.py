@@ -21,17 +21,21 @@ import posixpath
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from .backends import Entry
 from .cluster import Cluster, encode_cluster, load_cluster
 from .errors import ArchiveVersionError, FormatError, InputError
 from .formats.compress import gunzip_bytes, gzip_bytes, should_gzip
 from .formats.data import decode_job_data, encode_job_data
 from .formats.meta import decode_job_meta, encode_job_meta
 from .model import Job, JobData
+
+if TYPE_CHECKING:
+    from .backends import Archive
 
 ARCHIVE_VERSION = 3
 TMP_PREFIX = ".ccarchive-tmp-"
@@ -128,6 +132,13 @@ class JobArchive:
             self.fs.makedirs(parent, exist_ok=True)
             self.fs.pipe_file(path, payload)
 
+    def _remove_leftovers(self, job_dir: str) -> None:
+        """Temporary files of an earlier, interrupted write of this job (killed writer)."""
+        if self._local and os.path.isdir(job_dir):
+            for name in os.listdir(job_dir):
+                if name.startswith(TMP_PREFIX):
+                    self._remove(posixpath.join(job_dir, name))
+
     def _remove(self, path: str) -> None:
         try:
             self.fs.rm_file(path)
@@ -176,6 +187,7 @@ class JobArchive:
 
     def write_encoded(self, job: Job, encoded_data: bytes, meta: bytes) -> WriteResult:
         d = self.job_dir(job)
+        self._remove_leftovers(d)
         if should_gzip(len(encoded_data)):
             name, stale, payload = "data.json.gz", "data.json", gzip_bytes(encoded_data)
         else:
@@ -241,7 +253,58 @@ class JobArchive:
         """Leftover temporary files of interrupted writes (none after a clean run)."""
         return sorted(p for p in self.fs.find(self.root or "/") if posixpath.basename(p).startswith(TMP_PREFIX))
 
+    # -- backend-neutral helpers (verify, convert; same names on every backend) --------------------
+    def load_cluster_bytes(self, name: str) -> bytes:
+        """``<cluster>/cluster.json`` as stored; FileNotFoundError when it is missing."""
+        return bytes(self.fs.cat_file(self._p(name, "cluster.json")))
 
-def open_archive(url: str, *, create: bool = False, storage_options: dict[str, Any] | None = None) -> JobArchive:
-    """Open (or with ``create=True`` bootstrap) a v3 job archive at any fsspec URL."""
-    return JobArchive(url, create=create, storage_options=storage_options)
+    def load_meta_bytes(self, job: Job | JobKey) -> bytes:
+        """meta.json exactly as stored."""
+        try:
+            return bytes(self.fs.cat_file(posixpath.join(self.job_dir(job), "meta.json")))
+        except FileNotFoundError:
+            raise InputError(f"{self.url}: no archived job {job_path(*_key(job))}") from None
+
+    def list_entries(self, cluster: str) -> Iterator[Entry]:
+        """Every start-time directory of a cluster with its file names, complete or not, sorted."""
+        base = self._p(cluster)
+        files: dict[str, list[str]] = {}
+        try:
+            found = self.fs.find(base)
+        except FileNotFoundError:
+            found = []
+        for path in found:
+            rel = path[len(base):].strip("/").split("/")
+            if len(rel) == 4:
+                files.setdefault("/".join([cluster, *rel[:3]]), []).append(rel[3])
+        for rel_dir, names in sorted(files.items()):
+            _, l1, l2, start = rel_dir.split("/")
+            try:
+                key = (cluster, int(l1) * 1000 + int(l2), int(start))
+            except ValueError:
+                continue
+            yield Entry(rel_dir, key, sorted(names))
+
+    def delete_job(self, job: Job | JobKey) -> None:
+        """Remove a job: meta.json first (the entry stops being a job at once), then its data."""
+        d = self.job_dir(job)
+        for name in ("meta.json", "data.json", "data.json.gz"):
+            self._remove(posixpath.join(d, name))
+
+
+def open_archive(url: str, *, create: bool = False, storage_options: dict[str, Any] | None = None) -> Archive:
+    """Open (or with ``create=True`` bootstrap) a job archive; the URL picks the backend.
+
+    * ``sqlite:///abs/path.db`` or ``sqlite://rel/path.db`` (or the path of an existing SQLite
+      file): cc-backend's SQLite archive (:class:`ccarchive.backends.sqlite.SqliteArchive`);
+    * ``parquet+<fsspec URL or path>`` (e.g. ``parquet+file:///data/ds``, ``parquet+s3://b/ds``),
+      or a directory holding the dataset's ``_ccarchive_parquet.json`` marker: the Arrow/Parquet
+      dataset (:class:`ccarchive.backends.parquet.ParquetArchive`);
+    * ``s3://bucket[/prefix]``: the v3 tree on S3 (:class:`ccarchive.backends.s3.S3Archive`);
+    * anything else (a path, ``file://``, ``memory://``, ...): the v3 tree (:class:`JobArchive`).
+
+    Every backend offers the same read API (``iter_jobs``, ``load_meta``, ``load_data``, ...).
+    """
+    from .backends import open_url
+
+    return open_url(url, create=create, storage_options=storage_options)

@@ -60,7 +60,7 @@ def demo_jobs(n: int, clusters: dict[str, Cluster], seed: int = 0, first_start: 
         start = first_start + i * 317
         num_acc = spec.num_acc
         if num_acc < 0:
-            num_acc = spec.num_nodes * len(cluster.sub_cluster(spec.sub_cluster).topology.accelerators)
+            num_acc = spec.num_nodes * len(cluster.sub_cluster(spec.sub_cluster).topology.accelerators or [])
         job = synthetic_job(cluster, spec.sub_cluster, FIRST_JOB_ID + i, start, spec.num_nodes,
                             spec.duration, num_acc=num_acc, seed=seed + i)
         jobs.append(job)

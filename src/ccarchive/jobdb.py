@@ -101,7 +101,7 @@ class SQLiteConnections:
         self._error_cls, self._busy_cls, self._label = error_cls, busy_cls, label
         self._local = threading.local()
         self._lock = threading.Lock()
-        self._all: list[tuple[int, sqlite3.Connection]] = []
+        self._all: list[tuple[int, threading.Thread, sqlite3.Connection]] = []
 
     def get(self) -> sqlite3.Connection:
         """This thread's connection (opened on first use in this process and thread)."""
@@ -110,8 +110,12 @@ class SQLiteConnections:
             return conn
         conn = self._open()
         self._local.conn, self._local.pid = conn, os.getpid()
-        with self._lock:
-            self._all.append((os.getpid(), conn))
+        with self._lock:  # also close what threads that have ended left behind
+            pid = os.getpid()
+            dead = [e for e in self._all if e[0] == pid and not e[1].is_alive()]
+            self._all = [e for e in self._all if e not in dead] + [(pid, threading.current_thread(), conn)]
+        for _, _, c in dead:
+            c.close()
         return conn
 
     def _open(self) -> sqlite3.Connection:
@@ -167,8 +171,8 @@ class SQLiteConnections:
     def close(self) -> None:
         """Close every connection this process opened (call when no thread uses them)."""
         with self._lock:
-            mine = [c for pid, c in self._all if pid == os.getpid()]
-            self._all = [(pid, c) for pid, c in self._all if pid != os.getpid()]
+            mine = [c for pid, _, c in self._all if pid == os.getpid()]
+            self._all = [e for e in self._all if e[0] != os.getpid()]
         for conn in mine:
             conn.close()
         self._local = threading.local()

@@ -117,7 +117,7 @@ class Archiver:
         self.reconcile_grace_s = reconcile_grace_s
         self.reconcile_horizon_s = reconcile_horizon_s
         self.stats = ArchiverStats()
-        self._ctx = multiprocessing.get_context(start_method)
+        self._ctx: Any = multiprocessing.get_context(start_method)
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._state = "new"
@@ -424,8 +424,8 @@ class Archiver:
             self._state = "draining"
             timers = list(self._retry_timers.values())
             self._retry_timers.clear()
-        for t in timers:  # jobs waiting for a retry stay pending in the DB
-            t.cancel()
+        for timer in timers:  # jobs waiting for a retry stay pending in the DB
+            timer.cancel()
         with self._lock:
             for db_id in [d for d in self._pending if d not in self._queued and d != self._in_flight]:
                 self._pending.pop(db_id, None)

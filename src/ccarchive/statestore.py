@@ -93,14 +93,22 @@ class StateStore:
             self.path, busy_timeout_ms=busy_timeout_ms, create=True,
             error_cls=StateStoreError, busy_cls=StateStoreBusyError, label="state store",
         )
-        with self._conns.write("create schema") as conn:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, STATE_SCHEMA_VERSION):
-                raise StateStoreError(f"state store {self.path} has version {version}; "
-                                      f"this ccarchive needs {STATE_SCHEMA_VERSION}")
-            for stmt in filter(str.strip, _DDL.split(";")):
-                conn.execute(stmt)
-            conn.execute(f"PRAGMA user_version = {STATE_SCHEMA_VERSION}")
+        if self._version() != STATE_SCHEMA_VERSION:  # only a new file needs the write lock
+            with self._conns.write("create schema") as conn:
+                self._version()
+                for stmt in filter(str.strip, _DDL.split(";")):
+                    conn.execute(stmt)
+                conn.execute(f"PRAGMA user_version = {STATE_SCHEMA_VERSION}")
+
+    def _version(self) -> int:
+        try:
+            version = int(self._conns.get().execute("PRAGMA user_version").fetchone()[0])
+        except sqlite3.Error as e:
+            raise self._conns.error(e, "cannot read") from e
+        if version not in (0, STATE_SCHEMA_VERSION):
+            raise StateStoreError(f"state store {self.path} has version {version}; "
+                                  f"this ccarchive needs {STATE_SCHEMA_VERSION}")
+        return version
 
     def __reduce__(self) -> tuple[Callable[..., StateStore], tuple[str, int]]:
         return _reopen, (str(self.path), self._conns.busy_timeout_ms)

@@ -77,6 +77,7 @@ job-meta: energyFootprint, footprint, metaData and concurrentJobs.items may be n
 job-meta: numAcc, numHwthreads, walltime, requestedMemory and duration may be 0 (Go zero values)
 job-meta: no required statistics list; every statistics entry checked against job-metric-statistics
 job-data: no required metric or scope lists; every top-level value except filesystems must be an object
+cluster: metric energy may be "" (Go's MetricConfig.Energy has no omitempty)
 """
 
 
@@ -195,7 +196,16 @@ def _relax_data(s: dict[str, Any]) -> None:
     s["additionalProperties"] = {"type": "object"}
 
 
+def _relax_cluster(s: dict[str, Any]) -> None:
+    """Go writes ``"energy":""`` for metrics without an energy role (the field has no omitempty)."""
+    mc = _at(s, "properties", "metricConfig", "items", "properties")
+    for props in (mc, _at(mc, "subClusters", "items", "properties")):
+        energy = _at(props, "energy")
+        energy["enum"] = [*energy.get("enum", []), ""]
+
+
 _RELAX = {
+    "cluster": _relax_cluster,
     "unit": _relax_unit,
     "job-metric-statistics": _relax_statistics,
     "job-metric-data": _relax_metric_data,

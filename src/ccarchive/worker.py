@@ -21,8 +21,8 @@ import logging
 import os
 import time
 import traceback
-from queue import Empty
 from dataclasses import dataclass, field
+from queue import Empty
 from typing import Any
 
 log = logging.getLogger(__name__)

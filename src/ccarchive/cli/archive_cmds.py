@@ -166,7 +166,7 @@ def _ls(args: argparse.Namespace) -> int:
 def _show(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from ..archive import open_archive, job_path
+    from ..archive import job_path, open_archive
 
     archive = open_archive(args.archive)
     key = parse_job_key(args.job)
@@ -208,12 +208,13 @@ def _verify(args: argparse.Namespace) -> int:
 
     archive = open_archive(args.archive)
     report = verify_archive(archive, cluster=args.cluster, progress=not args.quiet)
+    warnings = report.all_warnings()
     if not args.quiet:
-        for w in report.warnings:
+        for w in warnings:
             print(f"warning: {w}")
     for e in report.errors:
         print(f"error: {e}")
-    errors = len(report.errors) + (len(report.warnings) if args.strict else 0)
+    errors = len(report.errors) + (len(warnings) if args.strict else 0)
     print(f"verified {report.jobs} jobs in {report.clusters} clusters: "
-          f"{len(report.errors)} errors, {len(report.warnings)} warnings")
+          f"{len(report.errors)} errors, {len(warnings)} warnings")
     return 1 if errors else 0

@@ -1,6 +1,7 @@
 """Build a metric source from a picklable description (what the worker process receives).
 
-``{"kind": "synthetic", ...}`` for the built-in sources, or ``{"kind": "python", "class":
+``{"kind": "synthetic" | "cc-metric-store" | "prometheus" | "replay" | "router", ...}`` for the
+built-in sources (docs/sources.md lists their options), or ``{"kind": "python", "class":
 "package.module:ClassName", ...}`` for a source class of your own (the remaining keys are its
 keyword arguments).
 """
@@ -13,16 +14,35 @@ from typing import Any
 from ..errors import InputError
 from .base import MetricSource
 
-KNOWN = ("synthetic", "python")
+KNOWN = ("synthetic", "cc-metric-store", "prometheus", "replay", "router", "python")
 
 
 def source_from_spec(spec: dict[str, Any]) -> MetricSource:
+    """The source described by ``spec``; raises InputError for an unknown kind or bad options."""
+    if not isinstance(spec, dict):
+        raise InputError(f"a metric source spec must be an object with \"kind\", got {spec!r}")
     kind = spec.get("kind", "synthetic")
     options = {k: v for k, v in spec.items() if k not in ("kind", "class")}
     if kind == "synthetic":
         from .synthetic import SyntheticSource
 
         return SyntheticSource(**options)
+    if kind == "cc-metric-store":
+        from .ccms import CCMetricStoreSource
+
+        return CCMetricStoreSource.from_spec(spec)
+    if kind == "prometheus":
+        from .prometheus import PrometheusSource
+
+        return PrometheusSource.from_spec(spec)
+    if kind == "replay":
+        from .replay import ReplaySource
+
+        return ReplaySource.from_spec(spec)
+    if kind == "router":
+        from .router import RouterSource
+
+        return RouterSource.from_spec(spec)
     if kind == "python":
         target = spec.get("class", "")
         module, _, name = target.partition(":")

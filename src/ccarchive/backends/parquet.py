@@ -1,0 +1,422 @@
+"""The Arrow/Parquet form of the archive: columnar tables that DuckDB, Polars, pandas, Spark or
+Trino scan in place, written with pyarrow through fsspec (local disk, S3, ...).
+
+Why this shape (spec §4, §9): analysis asks "mean flops_any per user" over thousands of jobs or
+"the series of job X"; neither should decompress whole jobs.  So there is no JSON in a column
+(cc-backend's Parquet export stores gzipped JSON); instead three tables, Hive-partitioned by
+``cluster=`` and ``start_month=`` (UTC ``YYYY-MM`` of the start time)::
+
+    <root>/_ccarchive_parquet.json                       marker: format name and version
+    <root>/clusters/<cluster>.json                       cluster.json
+    <root>/jobs/cluster=<c>/start_month=<m>/part-<utc time>-<uuid>.parquet      one row per job
+    <root>/metrics/cluster=<c>/start_month=<m>/part-...parquet    one row per (job, metric, scope)
+    <root>/series/cluster=<c>/start_month=<m>/part-...parquet     one row per series
+
+Append-only: each flushed batch of jobs writes one new file per table and partition, never
+rewriting older files; names carry the UTC time and a random UUID, so any number of writers can
+share a dataset.  Files are written whole (temporary hidden name + rename locally, one PUT on
+object stores); ``series`` and ``metrics`` files go first and ``jobs`` files last, so a job row
+is only visible once its data is.  Re-archiving a job appends a newer row; readers take the row
+with the latest ``archived_at`` and the data rows of the same ``batch``.  Everything needed to
+rebuild meta.json and data.json byte for byte is stored (samples as ``list<float32>`` — the
+archive's own precision —, statistics and statisticsSeries as float64).
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import time
+import urllib.parse
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import fsspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+from fsspec.implementations.local import LocalFileSystem
+
+from ..archive import WriteResult, job_path
+from ..cluster import Cluster, encode_cluster, load_cluster
+from ..errors import ClusterConfigError, FormatError, InputError
+from ..formats.data import decode_job_data, encode_job_data
+from ..formats.meta import decode_job_meta, encode_job_meta
+from ..model import Job, JobData, JobMetric, StatsSeries, Unit, iter_metrics
+from . import Entry, JobKey, key_of
+from . import parquet_schema as S
+
+MARKER = "_ccarchive_parquet.json"
+FORMAT_NAME, FORMAT_VERSION = "ccarchive-parquet", 1
+TABLES = ("jobs", "metrics", "series")
+TMP_PREFIX = ".ccarchive-tmp-"
+ROW_GROUP_BYTES = 32 << 20
+
+
+def start_month(start_time: int) -> str:
+    """The ``start_month`` partition value: UTC ``YYYY-MM`` of a unix time."""
+    t = time.gmtime(start_time)
+    return f"{t.tm_year:04d}-{t.tm_mon:02d}"
+
+
+def is_parquet_dataset(url: str, storage_options: dict[str, Any] | None = None) -> bool:
+    """True when ``url`` holds a ccarchive Parquet dataset (its marker file)."""
+    try:
+        fs, root = fsspec.core.url_to_fs(url, **(storage_options or {}))
+        return bool(fs.exists(posixpath.join(root, MARKER)))
+    except Exception:  # noqa: BLE001 - any failure means "not recognisably a dataset"
+        return False
+
+
+class ParquetArchive:
+    """A ccarchive Parquet dataset: the archive read API plus a batching writer (:meth:`sink`)."""
+
+    def __init__(self, url: str, *, create: bool = False, storage_options: dict[str, Any] | None = None):
+        self.url = url
+        self.fs, root = fsspec.core.url_to_fs(url, **(storage_options or {}))
+        self.root = root.rstrip("/") or "/"
+        self._local = isinstance(self.fs, LocalFileSystem)
+        if self._local:
+            import pyarrow.fs as pafs
+
+            self._pafs: Any = pafs.LocalFileSystem()
+        else:
+            from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+            self._pafs = PyFileSystem(FSSpecHandler(self.fs))
+        self._clusters: dict[str, Cluster] = {}
+        self._check_marker(create)
+
+    def _p(self, *parts: str) -> str:
+        return posixpath.join(self.root, *parts)
+
+    def _check_marker(self, create: bool) -> None:
+        try:
+            raw = self.fs.cat_file(self._p(MARKER))
+        except FileNotFoundError:
+            if not create:
+                raise InputError(f"{self.url}: not a ccarchive Parquet dataset (no {MARKER})") from None
+            doc = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "tables": list(TABLES),
+                   "partitioning": ["cluster", "start_month"]}
+            self.put(self._p(MARKER), (json.dumps(doc, indent=1) + "\n").encode())
+            return
+        try:
+            doc = json.loads(raw)
+            ok = doc.get("format") == FORMAT_NAME and int(doc.get("version", 0)) == FORMAT_VERSION
+        except (ValueError, AttributeError, TypeError):
+            ok = False
+        if not ok:
+            raise FormatError(f"{self.url}/{MARKER}: not format {FORMAT_NAME} version {FORMAT_VERSION}")
+
+    def put(self, path: str, payload: bytes) -> None:
+        """Write one whole file atomically (hidden temp name + rename locally, one PUT elsewhere)."""
+        parent = posixpath.dirname(path)
+        self.fs.makedirs(parent, exist_ok=True)
+        if self._local:
+            tmp = posixpath.join(parent, f"{TMP_PREFIX}{uuid.uuid4().hex}-{posixpath.basename(path)}.partial")
+            try:
+                with open(tmp, "wb") as f:
+                    f.write(payload)
+                self.fs.mv(tmp, path)
+            except BaseException:
+                self.fs.rm_file(tmp) if self.fs.exists(tmp) else None
+                raise
+        else:
+            self.fs.pipe_file(path, payload)
+
+    # -- clusters ---------------------------------------------------------------------------------
+    def clusters(self) -> list[str]:
+        """Clusters with a stored config or with jobs, sorted."""
+        names = {posixpath.basename(p)[:-5] for p in self._ls(self._p("clusters")) if p.endswith(".json")}
+        names |= {v for v in (_partition_value(p, "cluster") for p in self._ls(self._p("jobs"))) if v}
+        return sorted(names)
+
+    def _ls(self, path: str) -> list[str]:
+        try:
+            return [p.rstrip("/") for p in self.fs.ls(path, detail=False)]
+        except FileNotFoundError:
+            return []
+
+    def has_cluster(self, name: str) -> bool:
+        return bool(self.fs.exists(self._p("clusters", f"{name}.json")))
+
+    def load_cluster_bytes(self, name: str) -> bytes:
+        return bytes(self.fs.cat_file(self._p("clusters", f"{name}.json")))
+
+    def load_cluster(self, name: str) -> Cluster:
+        if name not in self._clusters:
+            try:
+                raw = self.load_cluster_bytes(name)
+            except FileNotFoundError:
+                raise ClusterConfigError(f"{self.url}: unknown cluster {name!r} (no clusters/{name}.json)") from None
+            self._clusters[name] = load_cluster(raw, name_hint=f"clusters/{name}.json")
+        return self._clusters[name]
+
+    def store_cluster(self, cluster: Cluster) -> None:
+        self.put(self._p("clusters", f"{cluster.name}.json"), encode_cluster(cluster))
+        self._clusters[cluster.name] = cluster
+
+    # -- writing ----------------------------------------------------------------------------------
+    def sink(self, *, max_jobs: int = 256, max_bytes: int = 256 << 20) -> ParquetSink:
+        """A batching writer: ``add(job, data)`` buffers, ``flush()`` writes one file per table and
+        partition (also automatically past ``max_jobs`` jobs or ``max_bytes`` of samples)."""
+        return ParquetSink(self, max_jobs=max_jobs, max_bytes=max_bytes)
+
+    def write_job(self, job: Job, data: JobData) -> WriteResult:
+        """One job as its own batch (prefer :meth:`sink` for many jobs: fewer, larger files)."""
+        sink = self.sink()
+        sink.add(job, data)
+        files = sink.flush()
+        size = sum(int(self.fs.size(f)) for f in files)
+        return WriteResult(self._p("jobs"), "series", size, 0)
+
+    def write_encoded(self, job: Job | JobKey, encoded_data: bytes, meta: bytes) -> WriteResult:
+        decoded = decode_job_meta(meta)
+        if decoded.key != key_of(job):
+            raise InputError(f"{self.url}: meta.json describes {decoded.label}, not {job_path(*key_of(job))}")
+        return self.write_job(decoded, decode_job_data(encoded_data))
+
+    def delete_job(self, job: Job | JobKey) -> None:
+        raise InputError(f"{self.url}: the Parquet dataset is append-only; jobs cannot be deleted "
+                         f"(archive the job again to supersede it)")
+
+    # -- reading ----------------------------------------------------------------------------------
+    def dataset(self, table: str) -> ds.Dataset:
+        """The whole table as a pyarrow dataset (partition columns ``cluster`` and ``start_month``)."""
+        schema = S.SCHEMAS[table]
+        base = self._p(table)
+        if not self.fs.exists(base):
+            return ds.dataset(pa.table({f.name: pa.array([], f.type) for f in S.with_partitions(schema)}))
+        return ds.dataset(base, filesystem=self._pafs, format="parquet", schema=S.with_partitions(schema),
+                          partitioning=ds.partitioning(S.PARTITIONS, flavor="hive"))
+
+    def _partitions(self, cluster: str | None) -> list[tuple[str, str]]:
+        out = []
+        for cdir in self._ls(self._p("jobs")):
+            c = _partition_value(cdir, "cluster")
+            if c is None or (cluster is not None and c != cluster):
+                continue
+            out += [(c, m) for m in (_partition_value(p, "start_month") for p in self._ls(cdir)) if m]
+        return sorted(out)
+
+    def _read(self, table: str, cluster: str, month: str, flt: Any = None,
+              columns: list[str] | None = None) -> pa.Table:
+        """Rows of one partition of ``table`` (partition columns not included)."""
+        base = self._p(table, _segment("cluster", cluster), _segment("start_month", month))
+        try:
+            d = ds.dataset(base, filesystem=self._pafs, format="parquet", schema=S.SCHEMAS[table])
+        except (FileNotFoundError, OSError):
+            return S.SCHEMAS[table].empty_table() if columns is None else \
+                S.SCHEMAS[table].empty_table().select(columns)
+        return d.to_table(filter=flt, columns=columns)
+
+    def _latest(self, jobs: pa.Table) -> pa.Table:
+        """One row per (job_id, start_time): the one with the latest (archived_at, batch)."""
+        if jobs.num_rows == 0:
+            return jobs
+        order = jobs.sort_by([("job_id", "ascending"), ("start_time", "ascending"),
+                              ("archived_at", "descending"), ("batch", "descending")])
+        jid, st = order["job_id"].to_numpy(), order["start_time"].to_numpy()
+        keep = np.ones(len(jid), dtype=bool)
+        keep[1:] = (jid[1:] != jid[:-1]) | (st[1:] != st[:-1])
+        return order.filter(pa.array(keep))
+
+    def _job_rows(self, cluster: str | None) -> Iterator[tuple[str, pa.Table]]:
+        for c, m in self._partitions(cluster):
+            yield c, self._latest(self._read("jobs", c, m))
+
+    def _job_row(self, key: JobKey) -> dict[str, Any] | None:
+        c, j, s = key
+        rows = self._latest(self._read("jobs", c, start_month(s), (pc.field("job_id") == j) &
+                                       (pc.field("start_time") == s)))
+        return rows.to_pylist()[0] if rows.num_rows else None
+
+    def exists(self, job: Job | JobKey) -> bool:
+        return self._job_row(key_of(job)) is not None
+
+    def iter_job_keys(self, cluster: str | None = None) -> Iterator[JobKey]:
+        """Keys of every stored job, sorted by cluster, jobId, startTime."""
+        keys: list[JobKey] = []
+        for c, m in self._partitions(cluster):
+            t = self._read("jobs", c, m, columns=["job_id", "start_time"])
+            keys += {(c, int(j), int(s)) for j, s in zip(t["job_id"].to_pylist(), t["start_time"].to_pylist())}
+        yield from sorted(keys)
+
+    def iter_jobs(self, cluster: str | None = None) -> Iterator[Job]:
+        jobs: list[Job] = []
+        for c, t in self._job_rows(cluster):
+            jobs += [S.row_to_job(c, r) for r in t.to_pylist()]
+        yield from sorted(jobs, key=lambda j: j.key)
+
+    def load_meta(self, job: Job | JobKey) -> Job:
+        key = key_of(job)
+        row = self._job_row(key)
+        if row is None:
+            raise InputError(f"{self.url}: no archived job {job_path(*key)}")
+        return S.row_to_job(key[0], row)
+
+    def load_meta_bytes(self, job: Job | JobKey) -> bytes:
+        """meta.json as ccarchive would write it for the stored job."""
+        return encode_job_meta(self.load_meta(job))
+
+    def load_data(self, job: Job | JobKey) -> JobData:
+        key = key_of(job)
+        row = self._job_row(key)
+        if row is None:
+            raise InputError(f"{self.url}: no archived job {job_path(*key)}")
+        c, j, s = key
+        flt = (pc.field("job_id") == j) & (pc.field("start_time") == s) & (pc.field("batch") == row["batch"])
+        metrics = self._read("metrics", c, start_month(s), flt)
+        series = self._read("series", c, start_month(s), flt)
+        if metrics.num_rows == 0:
+            raise FormatError(f"{self.url}: job {job_path(*key)} has no metric rows (batch {row['batch']})")
+        return tables_to_data(metrics, series)
+
+    def load_data_bytes(self, job: Job | JobKey) -> bytes:
+        """data.json as ccarchive would write it for the stored job."""
+        return encode_job_data(self.load_data(job))
+
+    def list_entries(self, cluster: str) -> Iterator[Entry]:
+        for key in self.iter_job_keys(cluster):
+            yield Entry(job_path(*key), key, ["data.json", "meta.json"])
+
+    def temporary_files(self) -> list[str]:
+        try:
+            found = self.fs.find(self.root)
+        except FileNotFoundError:
+            return []
+        return sorted(p for p in found if posixpath.basename(p).startswith(TMP_PREFIX))
+
+
+def _segment(name: str, value: str) -> str:
+    return f"{name}={urllib.parse.quote(value, safe='')}"
+
+
+def _partition_value(path: str, name: str) -> str | None:
+    base = posixpath.basename(path.rstrip("/"))
+    prefix = f"{name}="
+    return urllib.parse.unquote(base[len(prefix):]) if base.startswith(prefix) else None
+
+
+def tables_to_data(metrics: pa.Table, series: pa.Table) -> JobData:
+    """Rebuild the columnar :class:`JobMetric` blocks of one job from its metrics and series rows."""
+    out: JobData = {}
+    series = series.sort_by([("metric", "ascending"), ("scope", "ascending"), ("series", "ascending")])
+    s_metric = series["metric"].to_pylist()
+    s_scope = series["scope"].to_pylist()
+    bounds: dict[tuple[str, str], list[int]] = {}
+    for i, ms in enumerate(zip(s_metric, s_scope)):
+        bounds.setdefault(ms, [i, i])[1] = i + 1
+    for m in metrics.to_pylist():
+        scopes = out.setdefault(m["metric"], {})
+        if m["scope"] is None:  # a metric stored with no scopes at all
+            continue
+        lo, hi = bounds.get((m["metric"], m["scope"]), [0, 0])
+        scopes[m["scope"]] = _block(m, series.slice(lo, hi - lo))
+    return out
+
+
+def _f64(values: list[float | None] | None) -> np.ndarray | None:
+    return None if values is None else np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+
+
+def _block(m: dict[str, Any], rows: pa.Table) -> JobMetric:
+    n = rows.num_rows
+    lists = rows["data"].combine_chunks() if n else pa.array([], pa.list_(pa.float32()))
+    lengths = pc.list_value_length(lists).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+    width = int(lengths.max()) if n else 0
+    flat = pc.list_flatten(lists).to_numpy(zero_copy_only=False).astype(np.float64)  # null -> NaN
+    data = np.full((n, width), np.nan, dtype=np.float64)
+    if n and int(lengths.min()) == width:
+        data[:] = flat.reshape(n, width)
+    else:
+        pos = 0
+        for i, ln in enumerate(lengths.tolist()):
+            data[i, :ln] = flat[pos:pos + ln]
+            pos += ln
+    stats = np.column_stack([rows[k].to_numpy(zero_copy_only=False).astype(np.float64) for k in ("min", "avg", "max")]) \
+        if n else np.zeros((0, 3))
+    has = ~np.isnan(stats).any(axis=1) if n else np.zeros(0, dtype=bool)
+    stats[~has] = 0.0
+    ss = None
+    if m["stats_min"] is not None:
+        pct = m["stats_percentiles"]
+        ss = StatsSeries(min=_f64(m["stats_min"]), median=_f64(m["stats_median"]), max=_f64(m["stats_max"]),
+                         mean=_f64(m["stats_mean"]),
+                         percentiles=None if pct is None else {int(k): _f64(v) for k, v in pct})
+    return JobMetric(unit=Unit(m["unit_base"] or "", m["unit_prefix"] or ""), timestep=int(m["timestep"]),
+                     hostnames=rows["hostname"].to_pylist(), ids=rows["id"].to_pylist(), data=data,
+                     lengths=lengths, statistics=stats, has_statistics=has, statistics_series=ss)
+
+
+class ParquetSink:
+    """Buffers archived jobs and writes them as one append-only batch per :meth:`flush`."""
+
+    def __init__(self, dataset: ParquetArchive, *, max_jobs: int = 256, max_bytes: int = 256 << 20) -> None:
+        self.dataset = dataset
+        self.max_jobs, self.max_bytes = max_jobs, max_bytes
+        self._reset()
+
+    def _reset(self) -> None:
+        self._jobs: list[tuple[Job, JobData]] = []
+        self._bytes = 0
+
+    @property
+    def pending(self) -> int:
+        """Jobs added but not yet written."""
+        return len(self._jobs)
+
+    @property
+    def full(self) -> bool:
+        """True once ``max_jobs`` jobs or ``max_bytes`` of samples are buffered."""
+        return len(self._jobs) >= self.max_jobs or self._bytes >= self.max_bytes
+
+    def add(self, job: Job, data: JobData, *, flush_when_full: bool = True) -> list[str]:
+        """Buffer one job (meta + data); returns the files written if this triggered a flush."""
+        self._jobs.append((job, data))
+        self._bytes += sum(int(b.lengths.sum()) * 4 + 64 * b.num_series for _, _, b in iter_metrics(data))
+        return self.flush() if flush_when_full and self.full else []
+
+    def discard(self) -> int:
+        """Drop the buffered jobs (after a failed flush the caller gave up on); returns how many."""
+        n = len(self._jobs)
+        self._reset()
+        return n
+
+    def flush(self) -> list[str]:
+        """Write the buffered jobs: series and metrics files first, jobs files last.  Returns the
+        paths written (none when nothing is buffered).  On failure the buffer is kept for a retry."""
+        if not self._jobs:
+            return []
+        batch = uuid.uuid4().hex
+        archived_at = time.time_ns() // 1000
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(archived_at / 1e6))
+        groups: dict[tuple[str, str], list[tuple[Job, JobData]]] = {}
+        for job, data in self._jobs:
+            groups.setdefault((job.cluster, start_month(job.start_time)), []).append((job, data))
+        tables: dict[str, list[tuple[tuple[str, str], pa.Table]]] = {t: [] for t in TABLES}
+        for part, items in sorted(groups.items()):
+            built = S.build_tables(items, batch, archived_at)
+            for t in TABLES:
+                tables[t].append((part, built[t]))
+        written = []
+        for t in ("series", "metrics", "jobs"):
+            for (cluster, month), table in tables[t]:
+                path = self.dataset._p(t, _segment("cluster", cluster), _segment("start_month", month),
+                                       f"part-{stamp}-{batch}.parquet")
+                self.dataset.put(path, S.parquet_bytes(t, table, ROW_GROUP_BYTES))
+                written.append(path)
+        self._reset()
+        return written
+
+    def close(self) -> None:
+        self.flush()
+
+    def __enter__(self) -> ParquetSink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.flush()

@@ -1,0 +1,214 @@
+"""Schemas of the Parquet dataset and the conversions Job/JobData <-> Arrow tables.
+
+Kept apart from the reader/writer so the column contract (documented in docs/backends.md) is in
+one place.  Every file of a table has exactly this schema, so engines scanning many files never
+have to reconcile them.  ``cluster`` and ``start_month`` are Hive partition columns: they live in
+the directory names, not in the files.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..model import ConcurrentJobs, Job, JobData, JobLink, JobStatistics, Resource, Tag, Unit, iter_metrics
+
+PARTITIONS = pa.schema([("cluster", pa.string()), ("start_month", pa.string())])
+
+_S, _I32, _I64, _F64 = pa.string(), pa.int32(), pa.int64(), pa.float64()
+_F64_LIST = pa.list_(_F64)
+JOB_STAT = pa.struct([("unit_base", _S), ("unit_prefix", _S), ("avg", _F64), ("min", _F64), ("max", _F64)])
+RESOURCE = pa.struct([("hostname", _S), ("configuration", _S), ("hwthreads", pa.list_(_I32)),
+                      ("accelerators", pa.list_(_S))])
+TAG = pa.struct([("type", _S), ("name", _S), ("scope", _S), ("id", _I64)])
+LINK = pa.struct([("id", _I64), ("job_id", _I64)])
+_BATCH = [pa.field("batch", _S, nullable=False)]
+
+JOBS = pa.schema([
+    ("job_id", _I64), ("start_time", _I64), ("duration", _I64), ("sub_cluster", _S), ("partition", _S),
+    ("user", _S), ("project", _S), ("job_state", _S), ("shared", _S),
+    ("num_nodes", _I32), ("num_hwthreads", _I32), ("num_acc", _I32), ("smt", _I32),
+    ("walltime", _I64), ("submit_time", _I64), ("requested_memory", _I64), ("array_job_id", _I64),
+    ("monitoring_status", _I32), ("energy", _F64), ("id", _I64),
+    ("resources", pa.list_(RESOURCE)), ("tags", pa.list_(TAG)),
+    ("statistics", pa.map_(_S, JOB_STAT)), ("footprint", pa.map_(_S, _F64)),
+    ("energy_footprint", pa.map_(_S, _F64)), ("meta_data", pa.map_(_S, _S)),
+    ("concurrent_jobs_count", _I64), ("concurrent_jobs", pa.list_(LINK)),
+    ("archived_at", pa.timestamp("us", tz="UTC")), *_BATCH,
+])
+METRICS = pa.schema([
+    ("job_id", _I64), ("start_time", _I64), ("metric", _S), ("scope", _S),
+    ("unit_base", _S), ("unit_prefix", _S), ("timestep", _I32), ("num_series", _I32),
+    ("stats_min", _F64_LIST), ("stats_median", _F64_LIST), ("stats_max", _F64_LIST), ("stats_mean", _F64_LIST),
+    ("stats_percentiles", pa.map_(_I32, _F64_LIST)), *_BATCH,
+])
+SERIES = pa.schema([
+    ("job_id", _I64), ("start_time", _I64), ("metric", _S), ("scope", _S), ("series", _I32),
+    ("hostname", _S), ("id", _S), ("unit", _S), ("timestep", _I32),
+    ("min", _F64), ("avg", _F64), ("max", _F64), ("data", pa.list_(pa.float32())), *_BATCH,
+])
+SCHEMAS = {"jobs": JOBS, "metrics": METRICS, "series": SERIES}
+_SORT = {"jobs": ["job_id", "start_time"], "metrics": ["job_id", "start_time", "metric", "scope"],
+         "series": ["job_id", "start_time", "metric", "scope", "series"]}
+
+
+def with_partitions(schema: pa.Schema) -> pa.Schema:
+    """A table schema plus the Hive partition columns (what a dataset scan returns)."""
+    return pa.schema(list(schema) + list(PARTITIONS))
+
+
+def _map(m: dict[Any, Any] | None) -> list[tuple[Any, Any]] | None:
+    return None if m is None else sorted(m.items())
+
+
+def job_row(job: Job) -> dict[str, Any]:
+    """One ``jobs`` row (without partition columns and batch) for a job."""
+    stats = None if job.statistics is None else {
+        k: {"unit_base": s.unit.base, "unit_prefix": s.unit.prefix, "avg": s.avg, "min": s.min, "max": s.max}
+        for k, s in job.statistics.items()}
+    cj = job.concurrent_jobs or ConcurrentJobs()
+    return {
+        "job_id": job.job_id, "start_time": job.start_time, "duration": job.duration,
+        "sub_cluster": job.sub_cluster, "partition": job.partition, "user": job.user, "project": job.project,
+        "job_state": job.job_state, "shared": job.shared, "num_nodes": job.num_nodes,
+        "num_hwthreads": job.num_hwthreads, "num_acc": job.num_acc, "smt": job.smt, "walltime": job.walltime,
+        "submit_time": job.submit_time, "requested_memory": job.requested_memory,
+        "array_job_id": job.array_job_id, "monitoring_status": job.monitoring_status,
+        "energy": job.energy, "id": job.id,
+        "resources": None if job.resources is None else [
+            {"hostname": r.hostname, "configuration": r.configuration, "hwthreads": r.hwthreads,
+             "accelerators": r.accelerators} for r in job.resources],
+        "tags": [{"type": t.type, "name": t.name, "scope": t.scope, "id": t.id} for t in job.tags or []],
+        "statistics": _map(stats), "footprint": _map(job.footprint),
+        "energy_footprint": _map(job.energy_footprint), "meta_data": _map(job.meta_data),
+        "concurrent_jobs_count": cj.count,
+        "concurrent_jobs": None if cj.items is None else [{"id": x.id, "job_id": x.job_id} for x in cj.items],
+    }
+
+
+def row_to_job(cluster: str, r: dict[str, Any]) -> Job:
+    """The :class:`Job` of one ``jobs`` row (as ``to_pylist`` returns it)."""
+    def fmap(v: list[tuple[Any, Any]] | None) -> dict[Any, Any] | None:
+        return None if v is None else dict(v)
+
+    stats = fmap(r["statistics"])
+    return Job(
+        cluster=cluster, sub_cluster=r["sub_cluster"] or "", job_id=int(r["job_id"]),
+        start_time=int(r["start_time"]), user=r["user"] or "", project=r["project"] or "",
+        resources=None if r["resources"] is None else [  # type: ignore[arg-type]
+            Resource(x["hostname"], x["configuration"] or "", x["hwthreads"], x["accelerators"])
+            for x in r["resources"]],
+        num_nodes=int(r["num_nodes"] or 0), partition=r["partition"] or "", shared=r["shared"] or "none",
+        job_state=r["job_state"] or "", tags=[Tag(t["type"], t["name"], t["scope"], int(t["id"])) for t in r["tags"] or []],
+        energy_footprint=fmap(r["energy_footprint"]), footprint=fmap(r["footprint"]), meta_data=fmap(r["meta_data"]),
+        concurrent_jobs=ConcurrentJobs(
+            None if r["concurrent_jobs"] is None else [JobLink(x["id"], x["job_id"]) for x in r["concurrent_jobs"]],
+            int(r["concurrent_jobs_count"] or 0)),
+        energy=float(r["energy"] or 0.0), array_job_id=int(r["array_job_id"] or 0), walltime=int(r["walltime"] or 0),
+        requested_memory=int(r["requested_memory"] or 0), duration=int(r["duration"] or 0), smt=int(r["smt"] or 0),
+        monitoring_status=int(r["monitoring_status"] or 0), num_acc=int(r["num_acc"] or 0),
+        num_hwthreads=int(r["num_hwthreads"] or 0),
+        statistics=None if stats is None else {
+            k: JobStatistics(Unit(s["unit_base"] or "", s["unit_prefix"] or ""), s["avg"], s["min"], s["max"])
+            for k, s in stats.items()},
+        id=None if r["id"] is None else int(r["id"]), submit_time=int(r["submit_time"] or 0),
+    )
+
+
+def _nan_to_none(a: Any) -> list[float | None] | None:
+    if a is None:
+        return None
+    arr = np.asarray(a, dtype=np.float64)
+    return [None if v != v else v for v in arr.tolist()]
+
+
+def build_tables(items: list[tuple[Job, JobData]], batch: str, archived_at: int) -> dict[str, pa.Table]:
+    """The jobs / metrics / series tables of one partition of one batch."""
+    jobs = [job_row(j) for j, _ in items]
+    for r in jobs:
+        r["archived_at"], r["batch"] = archived_at, batch
+    metrics: list[dict[str, Any]] = []
+    cols: dict[str, list[Any]] = {k: [] for k in ("job_id", "start_time", "metric", "scope", "series", "hostname",
+                                                   "id", "unit", "timestep", "min", "avg", "max")}
+    values: list[np.ndarray] = []
+    lengths: list[np.ndarray] = []
+    for job, data in items:
+        for metric in sorted(data):
+            if not data[metric]:
+                metrics.append({"job_id": job.job_id, "start_time": job.start_time, "metric": metric,
+                                "scope": None, "timestep": 0, "num_series": 0, "batch": batch})
+        for metric, scope, b in iter_metrics(data):
+            n = b.num_series
+            ss = b.statistics_series
+            metrics.append({
+                "job_id": job.job_id, "start_time": job.start_time, "metric": metric, "scope": scope,
+                "unit_base": b.unit.base, "unit_prefix": b.unit.prefix, "timestep": b.timestep, "num_series": n,
+                "stats_min": None if ss is None else _nan_to_none(ss.min),
+                "stats_median": None if ss is None else _nan_to_none(ss.median),
+                "stats_max": None if ss is None else _nan_to_none(ss.max),
+                "stats_mean": None if ss is None else _nan_to_none(ss.mean),
+                "stats_percentiles": None if ss is None or not ss.percentiles else
+                sorted((int(k), _nan_to_none(v)) for k, v in ss.percentiles.items()),
+                "batch": batch,
+            })
+            if not n:
+                continue
+            stats = b.statistics if b.statistics is not None else np.full((n, 3), np.nan)
+            has = b.has_statistics if b.has_statistics is not None else np.ones(n, dtype=bool)
+            stats = np.where(np.asarray(has, dtype=bool)[:, None], stats, np.nan)
+            cols["job_id"] += [job.job_id] * n
+            cols["start_time"] += [job.start_time] * n
+            cols["metric"] += [metric] * n
+            cols["scope"] += [scope] * n
+            cols["series"] += list(range(n))
+            cols["hostname"] += list(b.hostnames)
+            cols["id"] += list(b.ids)
+            cols["unit"] += [b.unit.prefix + b.unit.base] * n
+            cols["timestep"] += [b.timestep] * n
+            for k, name in enumerate(("min", "avg", "max")):
+                cols[name].append(stats[:, k])
+            ln = np.asarray(b.lengths, dtype=np.int64)
+            if n and int(ln.min()) == b.data.shape[1]:
+                values.append(np.asarray(b.data, dtype=np.float64).ravel())
+            else:
+                values += [b.data[i, : int(ln[i])] for i in range(n)]
+            lengths.append(ln)
+    series = _series_table(cols, values, lengths, batch)
+    return {"jobs": pa.Table.from_pylist(jobs, schema=JOBS),
+            "metrics": pa.Table.from_pylist(metrics, schema=METRICS), "series": series}
+
+
+def _series_table(cols: dict[str, list[Any]], values: list[np.ndarray], lengths: list[np.ndarray],
+                  batch: str) -> pa.Table:
+    n = len(cols["job_id"])
+    flat = np.concatenate(values).astype(np.float32) if values else np.empty(0, np.float32)
+    ln = np.concatenate(lengths) if lengths else np.empty(0, np.int64)
+    offsets = np.zeros(n + 1, dtype=np.int32)
+    np.cumsum(ln, out=offsets[1:])
+    data = pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, mask=np.isnan(flat)))
+    arrays: dict[str, Any] = {k: cols[k] for k in ("job_id", "start_time", "metric", "scope", "series", "hostname",
+                                                    "id", "unit", "timestep")}
+    for k in ("min", "avg", "max"):
+        v = np.concatenate(cols[k]) if cols[k] else np.empty(0)
+        arrays[k] = pa.array(v, type=pa.float64(), mask=np.isnan(v))
+    arrays["data"] = data
+    arrays["batch"] = pa.array([batch] * n, type=pa.string())
+    return pa.table({f.name: pa.array(arrays[f.name], type=f.type) if not isinstance(arrays[f.name], pa.Array)
+                     else arrays[f.name] for f in SERIES}, schema=SERIES)
+
+
+def parquet_bytes(table_name: str, table: pa.Table, row_group_bytes: int) -> bytes:
+    """One Parquet file: rows sorted by job, zstd, dictionary-encoded strings, page index, row
+    groups of about ``row_group_bytes`` uncompressed."""
+    keys = _SORT[table_name]
+    table = table.sort_by([(k, "ascending") for k in keys])
+    per_row = max(1, table.nbytes // max(1, table.num_rows))
+    rows = int(min(1 << 20, max(1024, row_group_bytes // per_row)))
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, row_group_size=rows, compression="zstd", compression_level=3,
+                   write_statistics=True, write_page_index=True,
+                   sorting_columns=[pq.SortingColumn(table.schema.get_field_index(k)) for k in keys[:2]])
+    return sink.getvalue().to_pybytes()

@@ -1,0 +1,104 @@
+"""``ccarchive serve``: run the sidecar beside cc-backend with cc-backend's config.json.
+
+Flags override the ``ccarchive`` section of the file and the ``CCARCHIVE_*`` environment;
+``--set KEY=VALUE`` reaches any key of that section (VALUE is JSON, or else a plain string).
+``--check`` validates everything and prints the effective settings without starting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from typing import Any
+
+_FLAGS = (("listen", "listen"), ("state_db", "state-db"), ("shutdown_timeout", "shutdown-timeout"),
+          ("grace_period", "grace-period"), ("env_file", "env-file"))
+
+
+def add_arguments(name: str, p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default=os.environ.get("CCARCHIVE_CONFIG", "./config.json"), metavar="FILE",
+                   help="cc-backend's config.json (default: $CCARCHIVE_CONFIG or ./config.json)")
+    p.add_argument("--listen", metavar="HOST:PORT", help="HTTP address (ccarchive.listen, default 127.0.0.1:8090)")
+    p.add_argument("--state-db", metavar="PATH", help="ccarchive's state file (default beside the job DB)")
+    p.add_argument("--shutdown-timeout", metavar="DURATION", help="wait this long for queued jobs at SIGTERM")
+    p.add_argument("--grace-period", metavar="DURATION",
+                   help="reconciler: archive jobs stopped longer ago than this (e.g. 300, 5m)")
+    p.add_argument("--env-file", metavar="FILE", help="dotenv file with JWT_PUBLIC_KEY (cc-backend's .env)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any key of the ccarchive section, e.g. --set reconcile-interval=30s")
+    p.add_argument("--check", action="store_true", help="validate the configuration, print it and exit")
+
+
+def _value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """CLI flags as ``load_config`` overrides (``"<flag>=<key>": value``)."""
+    from ..config import ConfigError
+
+    out: dict[str, Any] = {}
+    for attr, key in _FLAGS:
+        value = getattr(args, attr, None)
+        if value is not None:
+            out[f"--{key}={key}"] = value
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set: expected KEY=VALUE, got {item!r}")
+        key = key.removeprefix("ccarchive.")
+        out[f"--set {key}={key}"] = _value(value)
+    if getattr(args, "log_format", "plain") != "plain":
+        out["--log-format=log-format"] = args.log_format
+    if getattr(args, "verbose", 0):
+        out["-v=log-level"] = "debug" if args.verbose > 1 else "info"
+    return out
+
+
+def run(name: str, args: argparse.Namespace) -> int:
+    from ..config import load_config
+
+    config = load_config(args.config, overrides=overrides_from_args(args))
+    if args.check:
+        from ..service.serve import check_backends
+
+        check_backends(config)
+        shown = {k: v for k, v in vars(config).items() if k not in ("storage_options", "jwt_public_key")}
+        shown["jwt_public_key"] = "set" if config.jwt_public_key else None
+        print(json.dumps(shown, indent=2, default=lambda o: vars(o)))
+        return 0
+    from ..service.serve import run as serve
+
+    return serve(config)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m ccarchive.cli.serve_cmd ARGS``: the same as ``ccarchive serve ARGS``."""
+    import sys
+
+    from .main import COMMANDS
+    from .main import main as ccarchive_main
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "serve" in COMMANDS:
+        return ccarchive_main(["serve", *argv])
+    from ..errors import CcArchiveError
+    from ..logs import setup_logging
+
+    parser = argparse.ArgumentParser(prog="ccarchive serve", description=__doc__)
+    add_arguments("serve", parser)
+    args = parser.parse_args(argv)
+    setup_logging(0, "plain")
+    try:
+        return run("serve", args)
+    except CcArchiveError as e:
+        print(f"ccarchive serve: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,236 @@
+"""NATS trigger: cc-backend's job events (InfluxDB line protocol) from a core-NATS subscription.
+
+Wire format (cc-backend internal/api/nats.go; go-integration.md §2.2)::
+
+    job,function=stop_job event="{\\"jobId\\":123,\\"cluster\\":\\"fritz\\",...}" 1649763839000000000
+
+Measurement ``job``, tag ``function`` = ``start_job`` | ``stop_job``, one string field ``event`` with
+the same JSON payload as the REST API, several lines per message allowed.  Lines of another
+measurement or without an ``event`` string field are skipped; ``start_job`` events are ignored
+(starting jobs stays cc-backend's business).  Core NATS keeps nothing: a message published while
+ccarchive is disconnected is lost, which is why the DB reconciler exists.
+
+nats-py is asyncio; it runs on its own event loop in a daemon thread.  Each message is handled in
+an executor thread (SQLite and the archive queue block), one at a time per subscription, so the
+loop keeps answering the server's pings while the queue applies back-pressure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LineEvent:
+    """One decoded line: measurement, tags and the ``event`` string field (None if absent)."""
+
+    measurement: str
+    tags: dict[str, str]
+    event: str | None
+
+
+class LineProtocolError(ValueError):
+    """A line that is not valid InfluxDB line protocol."""
+
+
+def _unescape(text: str) -> str:
+    out, i = [], 0
+    while i < len(text):
+        if text[i] == "\\" and i + 1 < len(text) and text[i + 1] in ", =\\":
+            out.append(text[i + 1])
+            i += 2
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
+
+
+def _split_unquoted(text: str, sep: str) -> list[str]:
+    """Split at ``sep`` outside quotes and not escaped by a backslash."""
+    parts, cur, i, quoted = [], [], 0, False
+    while i < len(text):
+        c = text[i]
+        if c == "\\" and i + 1 < len(text):
+            cur.append(text[i:i + 2])
+            i += 2
+            continue
+        if c == '"':
+            quoted = not quoted
+        if c == sep and not quoted:
+            parts.append("".join(cur))
+            cur = []
+        else:
+            cur.append(c)
+        i += 1
+    parts.append("".join(cur))
+    return parts
+
+
+def _lines(data: str) -> Iterator[str]:
+    """Lines, where a newline inside a quoted field value does not end the line."""
+    cur, i, quoted = [], 0, False
+    while i < len(data):
+        c = data[i]
+        if c == "\\" and i + 1 < len(data):
+            cur.append(data[i:i + 2])
+            i += 2
+            continue
+        if c == '"':
+            quoted = not quoted
+        if c == "\n" and not quoted:
+            yield "".join(cur)
+            cur = []
+        else:
+            cur.append(c)
+        i += 1
+    yield "".join(cur)
+
+
+def _string_field(value: str) -> str | None:
+    if len(value) < 2 or value[0] != '"' or value[-1] != '"':
+        return None
+    body, out, i = value[1:-1], [], 0
+    while i < len(body):
+        if body[i] == "\\" and i + 1 < len(body) and body[i + 1] in '"\\':
+            out.append(body[i + 1])
+            i += 2
+        else:
+            out.append(body[i])
+            i += 1
+    return "".join(out)
+
+
+def parse_line_protocol(data: bytes | str) -> list[LineEvent]:
+    """Decode a message; raises :class:`LineProtocolError` on a malformed line (as cc-backend, the
+    rest of that message is then dropped)."""
+    text = data.decode("utf-8") if isinstance(data, bytes) else data
+    events = []
+    for raw in _lines(text):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        sections = [s for s in _split_unquoted(line, " ") if s != ""]
+        if len(sections) not in (2, 3):
+            raise LineProtocolError(f"expected 'measurement[,tags] fields [timestamp]': {line[:200]!r}")
+        if len(sections) == 3 and not sections[2].lstrip("-").isdigit():
+            raise LineProtocolError(f"invalid timestamp {sections[2][:40]!r}")
+        head = _split_unquoted(sections[0], ",")
+        tags = {}
+        for t in head[1:]:
+            k, sep, v = t.partition("=")
+            if not sep or not k or not v:
+                raise LineProtocolError(f"invalid tag {t!r}")
+            tags[_unescape(k)] = _unescape(v)
+        event = None
+        for f in _split_unquoted(sections[1], ","):
+            k, sep, v = f.partition("=")
+            if not sep or not k or not v:
+                raise LineProtocolError(f"invalid field {f[:80]!r}")
+            if _unescape(k) == "event":
+                event = _string_field(v)
+        events.append(LineEvent(_unescape(head[0]), tags, event))
+    return events
+
+
+class NatsSubscriber:
+    """Subscribes to ``subject`` and calls ``on_stop(payload)`` for every stop_job event.
+
+    ``on_stop`` runs in a worker thread and may block; it must not raise for bad payloads
+    (it logs them).  ``stats`` counts messages by outcome for the metrics.
+    """
+
+    def __init__(self, address: str, subject: str, on_stop: Callable[[str], None], *,
+                 username: str | None = None, password: str | None = None, creds_file: str | None = None) -> None:
+        self.address, self.subject, self.on_stop = address, subject, on_stop
+        self._auth: dict[str, Any] = {}
+        if username:
+            self._auth.update(user=username, password=password or "")
+        if creds_file:
+            self._auth["user_credentials"] = creds_file
+        self.stats = {"stop_job": 0, "start_job": 0, "skipped": 0, "malformed": 0}
+        self.connected = threading.Event()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name="ccarchive-nats", daemon=True)
+        self._stopping = asyncio.Event()  # bound to the loop on first use (Python >= 3.10)
+        self._nc: Any = None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_until_complete(self._main())
+
+    async def _main(self) -> None:
+        import nats
+
+        while not self._stopping.is_set():
+            try:
+                self._nc = await nats.connect(
+                    self.address, name="ccarchive", max_reconnect_attempts=-1, reconnect_time_wait=2,
+                    disconnected_cb=self._on_disconnected, reconnected_cb=self._on_reconnected,
+                    error_cb=self._on_error, **self._auth)
+                break
+            except Exception as e:  # noqa: BLE001 - keep trying; stops arriving meanwhile go to the reconciler
+                log.warning("NATS %s: cannot connect (%s); retrying in 2 s", self.address, e)
+                try:
+                    await asyncio.wait_for(self._stopping.wait(), 2.0)
+                except asyncio.TimeoutError:
+                    pass
+        if self._stopping.is_set():
+            return
+        await self._nc.subscribe(self.subject, cb=self._on_message)
+        await self._nc.flush()
+        self.connected.set()
+        log.info("NATS %s: subscribed to %s", self.address, self.subject)
+        await self._stopping.wait()
+        try:
+            await self._nc.drain()  # handles what already arrived, then closes
+        except Exception as e:  # noqa: BLE001 - closing anyway
+            log.warning("NATS: drain failed: %s", e)
+
+    async def _on_disconnected(self) -> None:
+        self.connected.clear()
+        log.warning("NATS %s: disconnected; stop events published meanwhile are lost (the reconciler "
+                    "archives those jobs after the grace period)", self.address)
+
+    async def _on_reconnected(self) -> None:
+        self.connected.set()
+        log.info("NATS %s: reconnected", self.address)
+
+    async def _on_error(self, e: Exception) -> None:
+        log.warning("NATS %s: %s", self.address, e)
+
+    async def _on_message(self, msg: Any) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self.handle, msg.data)
+
+    def handle(self, data: bytes) -> None:
+        """Process one message (also usable without a connection, e.g. in tests)."""
+        try:
+            events = parse_line_protocol(data)
+        except (LineProtocolError, UnicodeDecodeError) as e:
+            self.stats["malformed"] += 1
+            log.error("NATS %s: failed to decode InfluxDB line protocol message: %s", self.subject, e)
+            return
+        for ev in events:
+            function = ev.tags.get("function")
+            if ev.measurement != "job" or ev.event is None or function not in ("start_job", "stop_job"):
+                self.stats["skipped"] += 1
+                log.debug("NATS %s: skipped a %r line (function %r)", self.subject, ev.measurement, function)
+                continue
+            self.stats[function] += 1
+            if function == "stop_job":
+                self.on_stop(ev.event)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Drain the subscription and stop the loop thread."""
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._stopping.set)
+        self._thread.join(timeout)

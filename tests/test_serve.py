@@ -1,0 +1,456 @@
+"""``ccarchive serve`` end to end: the service as a subprocess on loopback, a real nats-server, real
+SQLite files, tokens signed by the tests.  Plus unit tests of the stop payload, line protocol and
+JWT checks.
+
+Readiness and completion are bounded polls (``/healthz``, the job DB, ``/metrics``), never sleeps.
+One service (with NATS) serves the module's request tests; the SIGTERM tests start their own.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from nats_fixture import NatsServer, free_port, stop_event_line
+
+from ccarchive.archive import open_archive
+from ccarchive.demo import embedded_cluster
+from ccarchive.jobdb import JobDB
+from ccarchive.service.auth import Authenticator, AuthError, api_role_ok
+from ccarchive.service.nats import LineProtocolError, parse_line_protocol
+from ccarchive.service.stopjob import StopJobError, parse_stop_request
+from ccarchive.sources.synthetic import synthetic_job
+
+TESTS = Path(__file__).parent
+KEY = Ed25519PrivateKey.generate()
+PUBLIC_KEY = base64.b64encode(KEY.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)).decode()
+START = int(time.time()) // 3600 * 3600 - 2 * 86400
+READY_TIMEOUT = 300.0  # first start compiles the numba kernels into the on-disk cache
+
+
+def token(roles=("api",), key=KEY, **claims) -> str:
+    return jwt.encode({"sub": "slurm-adapter", "roles": list(roles), "iat": int(time.time()), **claims},
+                      key, algorithm="EdDSA")
+
+
+API = token()
+
+
+def wait_for(cond, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)  # polling interval of a bounded wait, not synchronisation
+
+
+class Service:
+    """A job DB, an archive, a config.json and ``ccarchive serve`` as a subprocess."""
+
+    def __init__(self, root: Path, *, nats: NatsServer | None = None, shutdown_timeout: str = "120s",
+                 extra: dict | None = None) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        self.cluster = embedded_cluster("fritz")
+        open_archive(str(root / "archive"), create=True).store_cluster(self.cluster)
+        self.db_path = root / "job.db"
+        self.db = JobDB.create(self.db_path)
+        self.port = free_port()
+        self.next_job_id = 1000
+        cca = {"listen": f"127.0.0.1:{self.port}", "sources": {"*": {"kind": "synthetic"}},
+               "grace-period": "1h", "reconcile-interval": "1h", "shutdown-timeout": shutdown_timeout,
+               "log-level": "info", "retry": {"max-attempts": 2, "backoff": "0.1s"}, **(extra or {})}
+        doc: dict = {"main": {"db": str(self.db_path)}, "archive": {"kind": "file", "path": str(root / "archive")},
+                     "ccarchive": cca}
+        if nats is not None:
+            doc["nats"] = {"address": nats.url}
+            doc["main"]["api-subjects"] = {"subject-job-event": "cc.job.event"}
+        self.config = root / "config.json"
+        self.config.write_text(json.dumps(doc))
+        self.log = root / "serve.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    # -- process ------------------------------------------------------------------------------
+    def start(self) -> Service:
+        env = {**os.environ, "JWT_PUBLIC_KEY": PUBLIC_KEY,
+               "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "ccarchive.cli.serve_cmd", "--config", str(self.config)], stdout=log,
+                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True, cwd=self.root)
+        wait_for(self._healthy, READY_TIMEOUT, "/healthz 200")
+        return self
+
+    def _healthy(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"ccarchive serve exited with {self.proc.returncode}:\n{self.log_text()[-3000:]}")
+        try:
+            return self.request("GET", "/healthz", timeout=2)[0] == 200
+        except OSError:
+            return False
+
+    def terminate(self, timeout: float) -> tuple[int, float]:
+        """SIGTERM; (exit code, seconds until exit)."""
+        assert self.proc is not None
+        t0 = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        rc = self.proc.wait(timeout=timeout)
+        return rc, time.monotonic() - t0
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    # -- HTTP ---------------------------------------------------------------------------------------
+    def request(self, method: str, path: str, body: bytes | dict | None = None, tok: str | None = None,
+                headers: dict | None = None, conn: http.client.HTTPConnection | None = None,
+                timeout: float = 60) -> tuple[int, bytes]:
+        own = conn is None
+        conn = conn or http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        data = json.dumps(body).encode() if isinstance(body, dict) else body
+        hdrs = dict(headers or {})
+        if tok is not None:
+            hdrs["Authorization"] = f"Bearer {tok}"
+        try:
+            conn.request(method, path, body=data, headers=hdrs)
+            resp = conn.getresponse()
+            return resp.status, resp.read()
+        finally:
+            if own:
+                conn.close()
+
+    def metrics(self) -> dict[str, float]:
+        status, text = self.request("GET", "/metrics")
+        assert status == 200
+        out = {}
+        for line in text.decode().splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                out[name] = float(value)
+        return out
+
+    # -- jobs ---------------------------------------------------------------------------------------
+    def running_jobs(self, n: int, duration: int = 300) -> list[tuple[int, int, int]]:
+        """Insert ``n`` running 1-node jobs; returns (db id, jobId, startTime) each."""
+        jobs = []
+        for _ in range(n):
+            j = synthetic_job(self.cluster, "main", self.next_job_id, START + self.next_job_id, 1, duration)
+            j.job_state, j.duration = "running", 0
+            jobs.append(j)
+            self.next_job_id += 1
+        ids = self.db.insert_jobs(jobs)
+        return [(i, j.job_id, j.start_time) for i, j in zip(ids, jobs, strict=True)]
+
+    def rows(self, table: str = "job") -> list[tuple]:
+        with sqlite3.connect(self.db_path) as c:
+            return c.execute(f"SELECT * FROM {table} ORDER BY id").fetchall()
+
+    def status(self, db_id: int) -> tuple[str, int, int]:
+        with sqlite3.connect(self.db_path) as c:
+            return c.execute("SELECT job_state, duration, monitoring_status FROM job WHERE id = ?", (db_id,)).fetchone()
+
+    def archived(self, db_id: int) -> bool:
+        return self.status(db_id)[2] == 3
+
+    def archive_files(self) -> list[str]:
+        return sorted(str(p.relative_to(self.root)) for p in (self.root / "archive").rglob("*") if p.is_file())
+
+
+def stop_payload(job_id: int, start: int, stop: int | None = None, **kw) -> dict:
+    return {"jobId": job_id, "cluster": "fritz", "startTime": start, "jobState": "completed",
+            "stopTime": stop if stop is not None else start + 300, **kw}
+
+
+def metric(m: dict[str, float], name: str) -> float:
+    return m.get(name, 0.0)
+
+
+def delta(before: dict[str, float], after: dict[str, float], name: str) -> float:
+    return metric(after, name) - metric(before, name)
+
+
+@pytest.fixture(scope="module")
+def nats_server(tmp_path_factory):
+    with NatsServer(tmp_path_factory.mktemp("nats")) as server:
+        yield server
+    assert server.proc is None
+
+
+@pytest.fixture(scope="module")
+def svc(tmp_path_factory, nats_server):
+    s = Service(tmp_path_factory.mktemp("serve"), nats=nats_server)
+    try:
+        yield s.start()
+        rc, _ = s.terminate(timeout=120)
+        assert rc == 0, s.log_text()[-3000:]
+    finally:
+        s.kill()
+
+
+# ---- unit tests: payload, line protocol, JWT --------------------------------------------------------
+
+
+def test_stop_payload_is_decoded_strictly_like_go():
+    r = parse_stop_request(b'{"jobId": 7, "cluster": "fritz", "startTime": 1, "jobState": "failed", "stopTime": 9}')
+    assert (r.job_id, r.cluster, r.start_time, r.state, r.stop_time) == (7, "fritz", 1, "failed", 9)
+    r = parse_stop_request('{"JOBID": 7, "cluster": null, "stopTime": 9}')  # Go matches keys case-insensitively
+    assert (r.job_id, r.cluster, r.state) == (7, None, "")
+    for body, message in [(b"{", "malformed JSON"), (b'{"jobId": 1, "foo": 2}', 'unknown field "foo"'),
+                          (b'{"cluster": "fritz"}', "the field 'jobId' is required"),
+                          (b'{"jobId": "1"}', "StopJobAPIRequest.jobId of type int64"),
+                          (b'{"jobId": 1.5}', "of type int64"), (b'{"jobId": NaN}', "invalid JSON number"),
+                          (b"[1]", "cannot unmarshal array into Go value"), (b"\xff", "not UTF-8")]:
+        with pytest.raises(StopJobError, match=re.escape(message)) as exc:
+            parse_stop_request(body)
+        assert exc.value.status == 400
+
+
+def test_line_protocol_events():
+    line = stop_event_line(123, "fritz", 1000, 2000)
+    (ev,) = parse_line_protocol(line)
+    assert ev.measurement == "job" and ev.tags == {"function": "stop_job"}
+    assert json.loads(ev.event) == {"jobId": 123, "cluster": "fritz", "startTime": 1000, "jobState": "completed",
+                                    "stopTime": 2000}
+    many = parse_line_protocol(b'job,function=start_job event="{}",x=1i 1\n# comment\n\n'
+                               b'nodestate event="a b, c=d"\nwe\\ ird,t\\,a=v\\=1 other="x"')
+    assert [(e.measurement, e.tags, e.event) for e in many] == [
+        ("job", {"function": "start_job"}, "{}"), ("nodestate", {}, "a b, c=d"), ("we ird", {"t,a": "v=1"}, None)]
+    for bad in (b"job", b"job,function event=\"x\"", b"job event=\"x\" notatime"):
+        with pytest.raises(LineProtocolError):
+            parse_line_protocol(bad)
+
+
+def test_jwt_checks_like_cc_backend():
+    auth = Authenticator(PUBLIC_KEY)
+    ok = auth.authenticate({"Authorization": f"Bearer {API}"}, "127.0.0.1", require_api=True)
+    assert ok is not None and ok.name == "slurm-adapter" and ok.roles == ("api",)
+    assert auth.authenticate({"X-Auth-Token": token(("admin", "api"))}, "h", require_api=True) is not None
+    other = Ed25519PrivateKey.generate()
+    cases = [({}, 401, "missing token"), ({"X-Auth-Token": "abc"}, 401, "invalid token"),
+             ({"X-Auth-Token": token(key=other)}, 401, "Signature verification failed"),
+             ({"X-Auth-Token": token(exp=int(time.time()) - 10)}, 401, "expired"),
+             ({"X-Auth-Token": jwt.encode({"roles": ["api"]}, "k" * 32, algorithm="HS256")}, 401, "only Ed25519"),
+             ({"X-Auth-Token": token(("user", "api"))}, 403, "missing role: api"),
+             ({"X-Auth-Token": token(("user",))}, 403, "missing role: api")]
+    for headers, status, message in cases:
+        with pytest.raises(AuthError, match=message) as exc:
+            auth.authenticate(headers, "127.0.0.1", require_api=True)
+        assert exc.value.status == status
+    assert api_role_ok(["api"]) and api_role_ok(["admin", "api"]) and not api_role_ok(["user", "api"])
+    limited = Authenticator(PUBLIC_KEY, allowed_ips=["10.0.0.1"])
+    with pytest.raises(AuthError, match="unknown ip: 127.0.0.1"):
+        limited.authenticate({"X-Auth-Token": API}, "127.0.0.1", require_api=True)
+    assert limited.authenticate({"X-Auth-Token": API, "X-Real-Ip": "10.0.0.1"}, "127.0.0.1", require_api=True)
+
+
+# ---- end to end --------------------------------------------------------------------------------------
+
+
+def test_stop_job_archives_job_and_updates_db(svc: Service):
+    ((db_id, job_id, start),) = svc.running_jobs(1)
+    before = svc.metrics()
+    status, body = svc.request("POST", "/api/jobs/stop_job/", stop_payload(job_id, start), tok=API)
+    assert status == 200, body
+    job = json.loads(body)
+    assert (job["id"], job["jobId"], job["jobState"], job["duration"], job["monitoringStatus"]) == (
+        db_id, job_id, "completed", 300, 1)
+    assert body.endswith(b"}\n") and list(job)[:2] == ["cluster", "subCluster"]  # Go's encoding of schema.Job
+    wait_for(lambda: svc.archived(db_id), 120, "job archived")
+    assert svc.status(db_id) == ("completed", 300, 3)
+    meta = json.loads((svc.root / "archive" / "fritz" / "1" / f"{job_id % 1000:03d}" / str(start) / "meta.json")
+                      .read_text())
+    assert meta["monitoringStatus"] == 3 and meta["jobState"] == "completed" and meta["duration"] == 300
+    after = wait_for(lambda: (m := svc.metrics())["ccarchive_jobs_archived_total"] >= before[
+        "ccarchive_jobs_archived_total"] + 1 and m, 30, "archived counter")
+    assert delta(before, after, "ccarchive_jobs_archived_total") == 1
+    assert delta(before, after, 'ccarchive_stop_events_total{result="200",via="rest"}') == 1
+    assert delta(before, after, 'ccarchive_triggers_total{result="queued",via="rest"}') == 1
+    assert delta(before, after, "ccarchive_stop_to_archive_lag_seconds_count") == 1
+    assert after["ccarchive_archive_bytes_written_total"] > before["ccarchive_archive_bytes_written_total"]
+    assert any(k.startswith("ccarchive_archive_phase_seconds_count{") for k in after)
+    assert after["ccarchive_worker_resident_memory_bytes"] > 10e6 and after["ccarchive_worker_up"] == 1
+    assert after["ccarchive_queue_depth"] == 0 and after["ccarchive_in_flight"] == 0
+
+
+def test_stop_of_cached_job_moves_it_from_job_cache(svc: Service):
+    ((db_id, job_id, start),) = svc.running_jobs(1)
+    cols = ("job_id, cluster, subcluster, start_time, hpc_user, project, cluster_partition, array_job_id, "
+            "num_nodes, num_hwthreads, num_acc, shared, monitoring_status, smt, job_state, duration, walltime, "
+            "footprint, energy, energy_footprint, resources, meta_data")
+    with sqlite3.connect(svc.db_path) as c:  # what cc-backend's start_job leaves until its commit worker runs
+        c.execute(f"INSERT INTO job_cache ({cols}) SELECT {cols} FROM job WHERE id = ?", (db_id,))
+        c.execute("DELETE FROM job WHERE id = ?", (db_id,))
+    status, body = svc.request("PUT", "/api/jobs/stop_job/", stop_payload(job_id, start, jobState="timeout"),
+                               headers={"X-Auth-Token": API})
+    assert status == 200, body
+    new_id = json.loads(body)["id"]  # a job-table id (SQLite may reuse the freed one)
+    assert svc.rows("job_cache") == [] and [r[1] for r in svc.rows() if r[0] == new_id] == [job_id]
+    wait_for(lambda: svc.archived(new_id), 120, "cached job archived")
+    assert svc.status(new_id) == ("timeout", 300, 3)
+
+
+def test_nats_stop_event_archives_job_and_start_events_are_ignored(svc: Service, nats_server: NatsServer):
+    wait_for(lambda: json.loads(svc.request("GET", "/healthz")[1]).get("nats") == "connected", 30, "NATS subscribed")
+    (a, b) = svc.running_jobs(2)
+    before = svc.metrics()
+    rows = svc.rows()
+    nats_server.publish("cc.job.event", b'job,function=start_job event="{\\"jobId\\":1}" 1\n'
+                                        b'nodestate event="{}" 1')
+    nats_server.publish("cc.job.event", stop_event_line(a[1], "fritz", a[2], a[2] + 300, "cancelled") + b"\n"
+                        + stop_event_line(b[1], "fritz", b[2], b[2] + 300))
+    wait_for(lambda: svc.archived(a[0]) and svc.archived(b[0]), 120, "NATS-stopped jobs archived")
+    assert svc.status(a[0]) == ("cancelled", 300, 3) and svc.status(b[0]) == ("completed", 300, 3)
+    m = svc.metrics()
+    assert delta(before, m, 'ccarchive_nats_lines_total{kind="stop_job"}') == 2
+    assert delta(before, m, 'ccarchive_nats_lines_total{kind="start_job"}') == 1
+    assert delta(before, m, 'ccarchive_stop_events_total{result="200",via="nats"}') == 2
+    assert [r for r in svc.rows() if r[0] not in (a[0], b[0])] == [r for r in rows if r[0] not in (a[0], b[0])]
+    # a stop event for an already stopped job changes nothing (cc-backend logs it)
+    nats_server.publish("cc.job.event", stop_event_line(a[1], "fritz", a[2], a[2] + 999))
+    wait_for(lambda: metric(svc.metrics(), 'ccarchive_stop_events_total{result="422",via="nats"}') >= 1, 30, "422")
+    assert svc.status(a[0]) == ("cancelled", 300, 3)
+
+
+def test_bad_requests_get_clear_errors_and_change_nothing(svc: Service):
+    ((run_id, run_job, run_start),) = svc.running_jobs(1)
+    ((done_id, done_job, done_start),) = svc.running_jobs(1)
+    assert svc.request("POST", "/api/jobs/stop_job/", stop_payload(done_job, done_start), tok=API)[0] == 200
+    wait_for(lambda: svc.archived(done_id), 120, "job archived")
+    other = Ed25519PrivateKey.generate()
+    cases = [
+        ("POST", "/api/jobs/stop_job/", b'{"jobId": 1,', API, 400, "malformed JSON"),
+        ("POST", "/api/jobs/stop_job/", {**stop_payload(run_job, run_start), "nodes": 1}, API, 400,
+         'unknown field "nodes"'),
+        ("POST", "/api/jobs/stop_job/", {"cluster": "fritz"}, API, 400, "the field 'jobId' is required"),
+        ("POST", "/api/jobs/stop_job/", stop_payload(999999, run_start), API, 404, "finding job failed"),
+        ("POST", "/api/jobs/stop_job/", stop_payload(done_job, done_start), API, 422, "job has already been stopped"),
+        ("POST", "/api/jobs/stop_job/", stop_payload(run_job, run_start, stop=run_start - 1), API, 400,
+         "must be larger/equal than startTime"),
+        ("POST", "/api/jobs/stop_job/", stop_payload(run_job, run_start, jobState="finished"), API, 400,
+         "invalid requested job state"),
+        ("POST", "/api/jobs/stop_job/", stop_payload(run_job, run_start), None, 401, "missing token"),
+        ("POST", "/api/jobs/stop_job/", stop_payload(run_job, run_start), token(key=other), 401,
+         "Signature verification failed"),
+        ("POST", "/api/jobs/stop_job/", stop_payload(run_job, run_start), token(exp=int(time.time()) - 5), 401,
+         "expired"),
+        ("POST", "/api/jobs/stop_job/", stop_payload(run_job, run_start), token(("user",)), 403,
+         "missing role: api"),
+        ("GET", "/api/jobs/stop_job/", None, API, 405, "not allowed"),
+        ("POST", f"/api/ccarchive/archive/{run_id}", None, API, 409, "still running"),
+        ("POST", f"/api/ccarchive/archive/{done_id}", None, API, 409, "already archived"),
+        ("POST", "/api/ccarchive/archive/999999", None, API, 404, "no job with id 999999"),
+        ("POST", f"/api/ccarchive/archive/{done_id}", None, token(("user",)), 403, "missing role: api"),
+        ("GET", "/api/ccarchive/failed", None, None, 401, "missing token"),
+        ("GET", "/nope", None, API, 404, "no such endpoint"),
+    ]
+    rows, cache, files = svc.rows(), svc.rows("job_cache"), svc.archive_files()
+    for method, path, body, tok, status, message in cases:
+        got, raw = svc.request(method, path, body, tok=tok)
+        err = json.loads(raw)
+        assert (got, err["status"]) == (status, http.client.responses[status]), (path, body, raw)
+        assert message in err["error"], (message, err)
+    assert (svc.rows(), svc.rows("job_cache"), svc.archive_files()) == (rows, cache, files)
+    m = svc.metrics()
+    assert metric(m, 'ccarchive_http_requests_total{code="400",endpoint="stop_job"}') >= 4
+    assert metric(m, 'ccarchive_http_requests_total{code="401",endpoint="stop_job"}') >= 3
+
+
+def test_admin_api_lists_failed_and_rearchives(svc: Service):
+    ((db_id, job_id, start),) = svc.running_jobs(1)
+    assert svc.request("POST", "/api/jobs/stop_job/", stop_payload(job_id, start), tok=API)[0] == 200
+    wait_for(lambda: svc.archived(db_id), 120, "job archived")
+    with sqlite3.connect(svc.db_path) as c:  # as if archiving had failed
+        c.execute("UPDATE job SET monitoring_status = 2 WHERE id = ?", (db_id,))
+    status, body = svc.request("GET", "/api/ccarchive/failed", tok=token(("admin",)))
+    assert status == 200 and db_id in [j["id"] for j in json.loads(body)["jobs"]]
+    status, body = svc.request("POST", f"/api/ccarchive/archive/{db_id}", tok=API)
+    assert status == 202 and json.loads(body)["result"] == "queued", body
+    wait_for(lambda: svc.archived(db_id), 120, "job archived again")
+    status, body = svc.request("POST", f"/api/ccarchive/archive/{db_id}?force=true", tok=API)
+    assert status == 202, body
+    status, body = svc.request("GET", "/api/ccarchive/status", tok=API)
+    assert status == 200 and json.loads(body)["archiver"]["state"] == "running"
+
+
+def test_burst_of_1000_stop_requests_each_archived_exactly_once(svc: Service):
+    jobs = svc.running_jobs(1000)
+    before = svc.metrics()
+    latencies: list[float] = []
+    failures: list[tuple[int, bytes]] = []
+    lock = threading.Lock()
+
+    def client(part: list[tuple[int, int, int]]) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", svc.port, timeout=300)  # keep-alive connection
+        for _, job_id, start in part:
+            t0 = time.monotonic()
+            status, body = svc.request("POST", "/api/jobs/stop_job/", stop_payload(job_id, start), tok=API, conn=conn)
+            with lock:
+                latencies.append(time.monotonic() - t0)
+                if status != 200:
+                    failures.append((status, body))
+        conn.close()
+
+    writer_s: list[float] = []
+
+    def cc_backend_like_writer() -> None:
+        """A start_job-like insert from another process's point of view: never blocked by the burst."""
+        while len(latencies) < 1000 and not failures:
+            t0 = time.monotonic()
+            with sqlite3.connect(svc.db_path, timeout=30) as c:
+                c.execute("BEGIN IMMEDIATE")
+                c.execute("UPDATE job SET walltime = walltime WHERE id = 1")
+            writer_s.append(time.monotonic() - t0)
+
+    t0 = time.monotonic()
+    threads = [threading.Thread(target=client, args=(jobs[k::8],)) for k in range(8)]
+    threads.append(threading.Thread(target=cc_backend_like_writer))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(600)
+    burst_s = time.monotonic() - t0
+    assert failures == [] and len(latencies) == 1000
+    ids = [j[0] for j in jobs]
+
+    def done() -> bool:
+        with sqlite3.connect(svc.db_path) as c:
+            n = c.execute(f"SELECT count(*) FROM job WHERE monitoring_status = 3 AND id IN "
+                          f"({','.join(map(str, ids))})").fetchone()[0]
+        return n == 1000
+
+    wait_for(done, 900, "1000 jobs archived")
+    total_s = time.monotonic() - t0
+    after = wait_for(lambda: (m := svc.metrics())["ccarchive_pending_jobs"] == 0 and m, 60, "idle pipeline")
+    assert delta(before, after, "ccarchive_jobs_archived_total") == 1000
+    assert delta(before, after, 'ccarchive_triggers_total{result="queued",via="rest"}') == 1000
+    from ccarchive.statestore import StateStore
+
+    state = StateStore(svc.root / "ccarchive-state.db")
+    assert {state.get(i).attempts for i in ids} == {1}  # each job went through the worker once
+    assert max(writer_s) < 5.0, "the stop handler held the job DB while waiting for the queue"
+    latencies.sort()
+    print(f"\nburst: 1000 stop requests answered in {burst_s:.1f} s (median {latencies[500] * 1000:.0f} ms, "
+          f"p99 {latencies[990] * 1000:.0f} ms, max {latencies[-1]:.2f} s), all archived after {total_s:.1f} s; "
+          f"concurrent DB writer max wait {max(writer_s) * 1000:.0f} ms")

@@ -1,0 +1,249 @@
+"""The cc-metric-store source against the protocol test server (tests/ccms_server.py).
+
+Every test runs a real HTTP server on a free loopback port; the store holds random series with
+gaps, and the archived result is compared with what went in (ccms_server.expected_data).
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import jwt
+import numpy as np
+import pytest
+from ccms_server import CCMSServer, Store, assert_archived, expected_data, make_truth, run_pipeline
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from ccarchive.archive import open_archive
+from ccarchive.core import archive_job
+from ccarchive.demo import embedded_cluster
+from ccarchive.errors import FormatError, InputError, TransientError
+from ccarchive.loading import native_requests
+from ccarchive.scopes import plan_job
+from ccarchive.sources.ccms import CCMetricStoreSource
+from ccarchive.sources.http import TimeoutPolicy
+from ccarchive.sources.registry import source_from_spec
+from ccarchive.sources.router import RouterSource, routes_from_cc_backend
+from ccarchive.sources.synthetic import synthetic_job
+from ccarchive.worker import is_transient
+
+START = 1_767_225_600
+HWTHREADS = [0, 1, 2, 3, 10, 11, 20, 33]  # numeric order differs from string order
+
+
+@pytest.fixture(scope="module")
+def fritz():
+    return embedded_cluster("fritz")
+
+
+@pytest.fixture(scope="module")
+def keys():
+    private = Ed25519PrivateKey.generate()
+    token = jwt.encode({"sub": "ccarchive", "roles": ["api"]}, private, algorithm="EdDSA")
+    return private.public_key(), token
+
+
+def new_store(cluster) -> Store:
+    return Store(metrics={m.name: (m.timestep, m.aggregation) for m in cluster.metric_config})
+
+
+def fill(store: Store, cluster, job, truth, *, late: dict | None = None) -> None:
+    """Write ``truth`` into the store; ``late[(metric, host, id)] = k`` starts that series at sample k."""
+    scope = {m.name: m.scope for m in cluster.metric_config}
+    for metric, series in truth.items():
+        for (host, i), v in series.items():
+            k = (late or {}).get((metric, host, i), 0)
+            step = cluster.metric(metric).timestep
+            store.write(cluster.name, host, metric, job.start_time + k * step, v[k:].tolist(),
+                        None if i is None else scope[metric], i)
+
+
+def a_job(cluster, job_id=4242, nodes=2, duration=3600, sub="main", hw=HWTHREADS, first_node=0):
+    return synthetic_job(cluster, sub, job_id, START + job_id, nodes, duration, hwthreads=hw, first_node=first_node)
+
+
+def test_job_archived_end_to_end_matches_store(tmp_path, fritz, keys):
+    public, token = keys
+    job = a_job(fritz)
+    h0, h1 = job.hostnames
+    truth = make_truth(job, fritz, seed=1)
+    truth["cpu_load"][(h1, None)][:8] = [np.nan] * 5 + [1.11, 2.22, 3.33]  # reports 5 min late
+    stored = {m: dict(s) for m, s in truth.items()}
+    del stored["ib_xmit"]  # a metric without any data
+    del stored["nfs4_read"][(h1, None)]  # a host without data for one metric
+    del stored["cpu_user"][(h0, "3")]  # one hwthread omitted: later ids must not shift
+    store = new_store(fritz)
+    fill(store, fritz, job, stored, late={("cpu_load", h1, None): 5})
+    with CCMSServer(store, public_key=public) as srv:
+        srv.read_errors = {(h1, "mem_used")}
+        source = source_from_spec({"kind": "cc-metric-store", "url": srv.url, "token": token})
+        arch = open_archive(f"file://{tmp_path}/archive", create=True)
+        result = archive_job(job, source=source, archive=arch, cluster=fritz)
+
+        expected_truth = {m: dict(s) for m, s in stored.items()}
+        del expected_truth["mem_used"][(h1, None)]
+        assert_archived(arch, job, expected_data(job, fritz, expected_truth))
+        late = arch.load_data(job)["cpu_load"]["node"]
+        assert late.hostnames[1] == h1 and np.isnan(late.series(1)[:5]).all()
+        assert late.series(1)[5:8].tolist() == [1.11, 2.22, 3.33]  # front padding aligned
+
+        text = "\n".join(result.warnings)
+        assert f"ib_xmit: no data for {h0}" in text and f"ib_xmit: no data for {h1}" in text
+        assert f"nfs4_read: no data for {h1}" in text and f"nfs4_read: no data for {h0}" not in text
+        assert f"cpu_user: no data for {h0} id 3" in text
+        assert f"mem_used: no data for {h1}: cc-metric-store error: injected read error" in text
+        meta = arch.load_meta(job)
+        assert meta.monitoring_status == 3 and "ib_xmit" not in meta.statistics
+        node_avgs = arch.load_data(job)["cpu_load"]["node"].statistics[:, 1]
+        assert meta.statistics["cpu_load"].avg == pytest.approx(round(node_avgs.sum() / 2, 2))
+
+        # the request shapes of go-integration.md §3.3
+        for r in srv.requests:
+            assert r["path"] == "/api/query" and r["params"] == {"version": ["v2"]}
+            assert r["headers"]["Authorization"] == f"Bearer {token}"
+            body = r["body"]
+            assert (body["cluster"], body["from"], body["to"]) == ("fritz", job.start_time, job.start_time + 3601)
+            for q in body["queries"]:
+                assert q["resolution"] == 0 and q["aggreg"] is False and q["host"] in (h0, h1)
+                if "type" in q:
+                    ids = q["type-ids"]
+                    assert all(isinstance(i, str) for i in ids) and ids == sorted(ids, key=int)
+        hw_queries = [q for r in srv.requests for q in r["body"]["queries"] if q.get("type") == "hwthread"]
+        assert any(q["type-ids"] == [str(i) for i in HWTHREADS] for q in hw_queries)
+
+
+def test_large_job_split_into_bounded_parallel_requests(fritz):
+    job = a_job(fritz, job_id=777, nodes=6, duration=2 * 86400)
+    metric = fritz.metric("cpu_user", "main")
+    plans = [p for p in plan_job(job, fritz) if p.metric.name == "cpu_user"]
+    truth = make_truth(job, fritz, seed=2, metrics={"cpu_user"})
+    store = new_store(fritz)
+    fill(store, fritz, job, truth)
+    with CCMSServer(store) as srv:
+        src = CCMetricStoreSource(srv.url, max_concurrency=3, max_points_per_request=20_000,
+                                  timeout=TimeoutPolicy(base_s=5, per_million_s=100, max_s=60))
+        timeouts: list[float] = []
+        send = src.client.request
+
+        def spy(*args, **kw):
+            timeouts.append(kw["timeout"])
+            return send(*args, **kw)
+
+        src.client.request = spy
+        result = src.fetch(job, fritz, metric, "hwthread", native_requests(plans))
+        assert result.missing == []
+        block = result.block
+        assert block.num_series == 6 * 8 and block.data.shape[1] == 2 * 1440 + 1
+        for n, key in enumerate(zip(block.hostnames, block.ids, strict=True)):
+            np.testing.assert_array_equal(block.data[n], truth["cpu_user"][key])
+
+        bodies = [r["body"] for r in srv.requests]
+        points = [sum(len(q["type-ids"]) for q in b["queries"]) * len(range(b["from"], b["to"], 60)) for b in bodies]
+        assert len(bodies) == 12 and max(points) <= 20_000
+        windows = sorted({(b["from"], b["to"]) for b in bodies})
+        assert windows[0][0] == job.start_time and windows[-1][1] == job.start_time + 2 * 86400 + 1
+        assert all(a[1] <= b[0] for a, b in zip(windows, windows[1:], strict=False))  # no overlap
+        assert 1 <= srv.max_in_flight <= 3
+        assert sorted(set(timeouts)) == sorted({5 + 100 * p / 1e6 for p in points})
+
+
+def test_unreachable_store_and_5xx_and_timeout_are_transient(fritz):
+    job = a_job(fritz)
+    metric = fritz.metric("cpu_load", "main")
+    reqs = native_requests([p for p in plan_job(job, fritz) if p.metric.name == "cpu_load"])
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    with pytest.raises(TransientError, match="unreachable") as e:
+        CCMetricStoreSource(f"http://127.0.0.1:{port}").fetch(job, fritz, metric, "node", reqs)
+    assert is_transient(e.value) and job.label in str(e.value) and "cpu_load" in str(e.value)
+
+    with CCMSServer(new_store(fritz)) as srv:
+        srv.fault = "status-500"
+        with pytest.raises(TransientError, match="HTTP 500"):
+            CCMetricStoreSource(srv.url).fetch(job, fritz, metric, "node", reqs)
+        srv.fault, srv.slow_s = "slow", 30
+        t0 = time.monotonic()
+        src = source_from_spec({"kind": "cc-metric-store", "url": srv.url, "timeout-s": 0.3, "max-timeout-s": 0.3})
+        with pytest.raises(TransientError, match="did not answer within") as e:
+            src.fetch(job, fritz, metric, "node", reqs)
+        assert time.monotonic() - t0 < 10 and is_transient(e.value)
+
+
+@pytest.mark.parametrize("fault", ["bad-json", "wrong-count", "non-numeric"])
+def test_malformed_answer_names_job_metric_and_host(fritz, fault):
+    job = a_job(fritz)
+    truth = make_truth(job, fritz, seed=3, metrics={"cpu_load"})
+    store = new_store(fritz)
+    fill(store, fritz, job, truth)
+    with CCMSServer(store) as srv:
+        srv.fault = fault
+        with pytest.raises(FormatError) as e:
+            archive_job(job, source=CCMetricStoreSource(srv.url), archive=None, cluster=fritz)
+    msg = str(e.value)
+    assert job.label in msg and "cpu_load" in msg and job.hostnames[0] in msg, msg
+    assert not is_transient(e.value)
+
+
+def test_token_from_env_and_rejected_token(fritz, keys, monkeypatch):
+    public, token = keys
+    job = a_job(fritz)
+    truth = make_truth(job, fritz, seed=4, metrics={"cpu_load"})
+    store = new_store(fritz)
+    fill(store, fritz, job, truth)
+    metric = fritz.metric("cpu_load", "main")
+    reqs = native_requests([p for p in plan_job(job, fritz) if p.metric.name == "cpu_load"])
+    with CCMSServer(store, public_key=public) as srv:
+        monkeypatch.setenv("CCMS_TOKEN", token)
+        ok = source_from_spec({"kind": "cc-metric-store", "url": srv.url, "token-env": "CCMS_TOKEN"})
+        assert ok.fetch(job, fritz, metric, "node", reqs).block.num_series == 2
+        bad = source_from_spec({"kind": "cc-metric-store", "url": srv.url, "token": token[:-4] + "AAAA"})
+        with pytest.raises(InputError, match="HTTP 401") as e:
+            bad.fetch(job, fritz, metric, "node", reqs)
+        assert not is_transient(e.value)
+    with pytest.raises(InputError, match="NO_SUCH_VAR"):
+        source_from_spec({"kind": "cc-metric-store", "url": "http://x", "token-env": "NO_SUCH_VAR"})
+    with pytest.raises(InputError, match="unknown option"):
+        source_from_spec({"kind": "cc-metric-store", "url": "http://x", "tokn": "t"})
+
+
+def test_router_selects_subcluster_then_cluster_then_star(fritz):
+    main_job = a_job(fritz, job_id=1)
+    spr_job = synthetic_job(fritz, "spr1tb", 2, START, 1, 600, hwthreads=4)
+    other = synthetic_job(embedded_cluster("alex"), "a40", 3, START, 1, 600)
+    with CCMSServer(new_store(fritz)) as a, CCMSServer(new_store(fritz)) as b:
+        router = source_from_spec({"kind": "router", "routes": {
+            "fritz": {"kind": "cc-metric-store", "url": a.url},
+            "fritz-spr1tb": {"kind": "cc-metric-store", "url": b.url}}})
+        assert isinstance(router, RouterSource)
+        assert router.route_key(main_job, fritz) == "fritz"
+        assert router.route_key(spr_job, fritz) == "fritz-spr1tb"
+        assert router.source_for(spr_job, fritz).url == b.url
+        assert router.source_for(main_job, fritz) is router.source_for(main_job, fritz)  # built once
+        with pytest.raises(InputError, match="no metric source configured for cluster 'alex'"):
+            router.route_key(other, embedded_cluster("alex"))
+    spec = routes_from_cc_backend([{"scope": "*", "url": "http://ccms:8082", "token": "T"}], **{"max-concurrency": 2})
+    assert spec == {"kind": "router", "routes": {"*": {"kind": "cc-metric-store", "url": "http://ccms:8082",
+                                                       "token": "T", "max-concurrency": 2}}}
+    star = RouterSource.from_spec(spec)
+    assert star.route_key(other, embedded_cluster("alex")) == "*"
+
+
+def test_pipeline_archives_jobs_from_ccms_and_retries_transient_errors(tmp_path, fritz, keys):
+    public, token = keys
+    jobs = [a_job(fritz, job_id=9000 + k, nodes=1 + k, duration=1800 + 600 * k, first_node=4 * k) for k in range(3)]
+    store = new_store(fritz)
+    truths = []
+    for k, job in enumerate(jobs):
+        truths.append(make_truth(job, fritz, seed=10 + k))
+        fill(store, fritz, job, truths[-1])
+    with CCMSServer(store, public_key=public) as srv:
+        srv.fail_requests = 2  # the first attempts fail with HTTP 500
+        db, arch, ids, messages = run_pipeline(
+            tmp_path, fritz, jobs, {"kind": "cc-metric-store", "url": srv.url, "token": token})
+    assert [db.get_job(i).monitoring_status for i in ids] == [3, 3, 3]
+    failed = [m for m in messages if m.kind == "failed"]
+    assert failed and all(m.transient and "HTTP 500" in m.message for m in failed)
+    for job, truth in zip(jobs, truths, strict=True):
+        assert_archived(arch, job, expected_data(job, fritz, truth))
