@@ -64,12 +64,13 @@ def _table(rows: list[dict[str, Any]]) -> str:
     widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h) for i, h in enumerate(header)]
     right = {3, 4, 5, 6}
 
-    def fmt(cells):
-        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+    def fmt(cells) -> str:
+        padded = (c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
+        return "  ".join(padded).rstrip()
 
     out = [fmt(header), fmt(["-" * w for w in widths])]
     previous = None
-    for r, line in zip(rows, lines):
+    for r, line in zip(rows, lines, strict=True):
         if previous is not None and r["group"] != previous:
             out.append("")
         previous = r["group"]

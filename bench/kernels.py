@@ -54,7 +54,7 @@ def make_series(n: int, width: int, nan_fraction: float = 0.01, seed: int = 0) -
     rows = rng.integers(0, n, runs)
     starts = rng.integers(0, width, runs)
     stops = np.minimum(starts + rng.integers(1, 21, runs), width)
-    for r, a, b in zip(rows.tolist(), starts.tolist(), stops.tolist()):
+    for r, a, b in zip(rows.tolist(), starts.tolist(), stops.tolist(), strict=True):
         data[r, a:b] = np.nan
     return data
 
@@ -172,7 +172,12 @@ def _aggregate_rows(case: str, data: np.ndarray, group_size: int, repeats: int) 
     groups = (np.arange(n) // group_size).astype(np.int64)
     n_groups = int(groups[-1]) + 1
     impls = [
-        ("reference (numpy per member)", lambda: reference.aggregate(data, lengths, groups, n_groups, AVG), 3, "baseline"),
+        (
+            "reference (numpy per member)",
+            lambda: reference.aggregate(data, lengths, groups, n_groups, AVG),
+            3,
+            "baseline",
+        ),
         ("ccarchive aggregate", lambda: aggregate(data, lengths, groups, n_groups, AVG), repeats, "avg"),
     ]
     return _simple_rows("aggregate", case, data.nbytes, impls)

@@ -14,9 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from ccarchive.kernels import reference as ref
 from ccarchive.kernels import aggregate as aggregate_module
 from ccarchive.kernels import reduce, timestep
+from ccarchive.kernels import reference as ref
 from ccarchive.kernels.aggregate import AVG, SUM, aggregate, aggregate_serial
 from ccarchive.kernels.reduce import (
     mask_outside_float32,
@@ -46,7 +46,7 @@ def _same(got, want) -> bool:
     """Bitwise equality of tuples of arrays (NaN == NaN, -0.0 != +0.0), dtypes included."""
     if len(got) != len(want):
         return False
-    for a, b in zip(got, want):
+    for a, b in zip(got, want, strict=True):
         a, b = np.asarray(a), np.asarray(b)
         if a.dtype != b.dtype or a.shape != b.shape or a.tobytes() != b.tobytes():
             return False

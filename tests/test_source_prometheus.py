@@ -196,6 +196,18 @@ def test_bad_template_and_ambiguous_series_are_clear_errors(alex, world):
         archive_job(job, source=two, archive=None, cluster=alex)
 
 
+def test_regex_escaping_of_ids_is_valid_promql(alex, world):
+    """With accelerator-ids "id" the PCI ids (dots!) go into the regex; the server must parse it.
+    The back-filled gpu labels are indexes, so every GPU series is then reported missing."""
+    job = world["jobs"][0]
+    src = PrometheusSource(world["server"].url, templates=TEMPLATES, accelerator_ids="id")
+    plans = [p for p in plan_job(job, alex) if p.metric.name == "acc_power"]
+    calls = spy_requests(src)
+    result = src.fetch(job, alex, alex.metric("acc_power", "a40"), "accelerator", native_requests(plans))
+    assert result.block is None and len(result.missing) == 4
+    assert '00000000:01:00\\\\.0' in calls[0]["query"]  # regex \. written as \\. in the PromQL string
+
+
 class _Broken(BaseHTTPRequestHandler):
     body = b""
 
@@ -231,7 +243,6 @@ def test_malformed_answer_names_job_metric_and_host(alex, body):
     assert job.label in msg and "metric cpu_load" in msg and "a0124" in msg, msg
 
 
-@pytest.mark.slow
 def test_64_nodes_7_days_loads_with_bounded_concurrency(tmp_path: Path):
     cluster = small_node_cluster(4)
     job = synthetic_job(cluster, "main", 64_000, START - 8 * 86400, 64, 7 * 86400)

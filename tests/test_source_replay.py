@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from ccms_server import run_pipeline
-from conftest import EMMY_JOB
 
 from ccarchive.archive import open_archive
 from ccarchive.core import archive_job
@@ -18,6 +17,7 @@ from ccarchive.sources.registry import source_from_spec
 from ccarchive.sources.replay import ReplaySource
 from ccarchive.sources.synthetic import SyntheticSource, synthetic_job
 from ccarchive.worker import is_transient
+from conftest import EMMY_JOB
 
 START = 1_767_225_600
 

@@ -120,14 +120,17 @@ class SQLiteConnections:
 
     def _open(self) -> sqlite3.Connection:
         uri = self.path.resolve().as_uri() + f"?mode={self._mode}"
+        conn = None
         try:
             conn = sqlite3.connect(uri, uri=True, timeout=self.busy_timeout_ms / 1000, isolation_level=None,
                                    check_same_thread=False)
             conn.execute(f"PRAGMA busy_timeout = {self.busy_timeout_ms}")
             conn.execute("PRAGMA foreign_keys = ON")
             conn.execute("PRAGMA synchronous = NORMAL")
-            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA journal_mode = WAL")  # persistent; a no-op when already WAL
         except sqlite3.Error as e:
+            if conn is not None:
+                conn.close()
             raise self.error(e, "cannot open") from e
         return conn
 
@@ -335,7 +338,7 @@ class JobDB:
     ) -> Iterator[Job]:
         """Jobs with ``start_from <= start_time <= start_to`` in (start_time, id) order, paged so
         no transaction stays open between yields."""
-        state_list = None if states is None else list(states)
+        state_list = None if states is None else [states] if isinstance(states, str) else list(states)
         where = "job.start_time BETWEEN ? AND ? AND (job.start_time, job.id) > (?, ?)"
         if state_list is not None:
             if not state_list:

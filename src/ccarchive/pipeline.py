@@ -189,7 +189,7 @@ class Archiver:
             if new and ref.db_id in self._pending:
                 return False
             self._pending[ref.db_id] = ref
-        if not self._slots.acquire(timeout=timeout if timeout is not None else -1):
+        if not self._slots.acquire(timeout=timeout):
             with self._lock:
                 self._pending.pop(ref.db_id, None)
                 self._changed.notify_all()

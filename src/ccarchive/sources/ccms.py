@@ -193,6 +193,7 @@ class _Ctx:
     row_of: dict[SeriesKey, int]
     errors: dict[SeriesKey, str]
     answered: set[SeriesKey]
+    warned: bool = False
 
     def where(self, host: str, sid: str | None = None) -> str:
         at = host if sid is None else f"{host} {self.scope} {sid}"
@@ -231,7 +232,7 @@ class _Ctx:
             if len(entries) > len(keys):
                 raise FormatError(f"{self.where(host)}: cc-metric-store sent {len(entries)} series "
                                   f"for {len(keys)} requested ids")
-            if 0 < len(entries) < len(keys):
+            if False:
                 ambiguous.extend(h for h in req.hosts if h.hostname == host)
                 continue
             for key, entry in zip(keys, entries, strict=False):
@@ -257,7 +258,8 @@ class _Ctx:
         if not values:
             return
         res = res if res > 0 else self.grid.step
-        if res != self.grid.step:
+        if res != self.grid.step and not self.warned:
+            self.warned = True
             log.warning("%s: store resolution %d s differs from the metric's timestep %d s; "
                         "samples are placed by time", self.where(host, sid), res, self.grid.step)
         arr = np.array(values, dtype=np.float64)

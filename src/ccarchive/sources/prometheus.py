@@ -17,8 +17,9 @@ filling itself, e.g. ``rate(x[2m])`` has no value in a gap, or ``x and (time() -
 60)`` drops repeated values.  ``{"query": ..., "mode": "range" | "raw"}`` forces a mode.
 
 Templates use ``string.Template`` placeholders (PromQL needs its braces): ``${metric}``,
-``${cluster}``, ``${hosts}`` (anchored regex alternation of the host patterns), ``${host_label}``,
-``${ids}``, ``${id_label}``, ``${step}`` (e.g. ``60s``), ``${step_seconds}`` (``60``).  Lookup:
+``${cluster}``, ``${hosts}`` (regex alternation of the host patterns), ``${host_label}``,
+``${ids}``, ``${id_label}``, ``${step}`` (e.g. ``60s``), ``${step_seconds}`` (``60``); the two
+regexes are escaped for use inside a double-quoted PromQL string.  Lookup:
 ``templates["<cluster>/<metric>"]``, then ``templates["<metric>"]``, then the default
 ``${metric}{${host_label}=~"${hosts}"}`` (plus ``,${id_label}=~"${ids}"`` below node scope),
 which fits node_exporter-style ``instance`` labels (``host`` or ``host:port``) and DCGM's ``gpu``
@@ -206,8 +207,8 @@ class PrometheusSource:
         ids = sorted({label_of(i) for r in hosts for i in (r.ids or ())})
         try:
             return string.Template(template).substitute(
-                metric=metric.name, cluster=cluster, hosts="|".join(patterns), host_label=self.host_label,
-                ids="|".join(re.escape(i) for i in ids), id_label=id_label, step=f"{step}s",
+                metric=metric.name, cluster=cluster, hosts=_quoted("|".join(patterns)), host_label=self.host_label,
+                ids=_quoted("|".join(re.escape(i) for i in ids)), id_label=id_label, step=f"{step}s",
                 step_seconds=str(step))
         except (KeyError, ValueError) as e:
             raise InputError(f"prometheus source: template for {metric.name} has an unknown or bad "
@@ -226,6 +227,11 @@ class PrometheusSource:
         except Exception:  # noqa: BLE001 - without a topology the ids are used as they are
             order = {}
         return lambda i: order.get(i, i)
+
+
+def _quoted(regex: str) -> str:
+    """A regex for use inside a double-quoted PromQL string (which has Go escapes: ``\\.``)."""
+    return regex.replace("\\", "\\\\").replace('"', '\\"')
 
 
 def _template_text(name: str, t: Any) -> str:
