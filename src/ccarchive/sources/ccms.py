@@ -232,7 +232,7 @@ class _Ctx:
             if len(entries) > len(keys):
                 raise FormatError(f"{self.where(host)}: cc-metric-store sent {len(entries)} series "
                                   f"for {len(keys)} requested ids")
-            if False:
+            if 0 < len(entries) < len(keys):
                 ambiguous.extend(h for h in req.hosts if h.hostname == host)
                 continue
             for key, entry in zip(keys, entries, strict=False):
