@@ -193,9 +193,12 @@ def delta(before: dict[str, float], after: dict[str, float], name: str) -> float
 
 @pytest.fixture(scope="module")
 def nats_server(tmp_path_factory):
-    with NatsServer(tmp_path_factory.mktemp("nats")) as server:
+    server = NatsServer(tmp_path_factory.mktemp("nats")).start()
+    try:
         yield server
-    assert server.proc is None
+    finally:
+        rc = server.stop()
+    assert rc == 0  # SIGINT: a clean exit
 
 
 @pytest.fixture(scope="module")

@@ -27,25 +27,14 @@ from typing import Any
 
 from .errors import InputError
 
-#: Settings of the ``ccarchive`` section and their defaults (durations: seconds or "30s", "5m", "2h", "1d").
+#: Keys of the ``ccarchive`` section and their defaults (docs/operations.md §2 explains each one;
+#: durations are seconds or "30s", "5m", "2h", "1d"; ``reconcile-interval`` false = at start only,
+#: ``nats-subject`` false = no NATS, None = ``main.api-subjects.subject-job-event``).
 CCARCHIVE_KEYS: dict[str, Any] = {
-    "listen": "127.0.0.1:8090",        # HTTP address of stop_job, admin API, /healthz, /metrics
-    "state-db": None,                  # default: ccarchive-state.db beside the job DB
-    "grace-period": "5m",              # reconciler: only jobs stopped longer ago than this
-    "reconcile-interval": "1m",        # reconciler period; 0 or false: only at start
-    "reconcile-horizon": "90d",        # reconciler: only jobs started within this
-    "retry": {},                       # {"max-attempts": 4, "backoff": "2s", "backoff-max": "5m"}
-    "core-scope-max-nodes": 8,
-    "resolution": 0,                   # seconds; 0 = native
-    "formats": ["json"],               # archive formats: "json" (v3); "parquet" when the pipeline has it
-    "hooks": {},                       # {"callables": ["pkg.mod:func"], "command": "...", "command-timeout": "60s",
-                                       #  "entry-points": true}
-    "log-format": "plain",             # plain | json
-    "log-level": "info",               # warning | info | debug
-    "shutdown-timeout": "60s",
-    "sources": None,                   # {"*" | "<cluster>" | "<cluster>-<subcluster>": source spec}
-    "nats-subject": None,              # default main.api-subjects.subject-job-event; false disables NATS
-    "env-file": None,                  # dotenv file with JWT_PUBLIC_KEY (cc-backend's .env)
+    "listen": "127.0.0.1:8090", "state-db": None, "grace-period": "5m", "reconcile-interval": "1m",
+    "reconcile-horizon": "90d", "retry": {}, "core-scope-max-nodes": 8, "resolution": 0, "formats": ["json"],
+    "hooks": {}, "log-format": "plain", "log-level": "info", "shutdown-timeout": "60s", "sources": None,
+    "nats-subject": None, "env-file": None,
 }
 ARCHIVE_KINDS = ("file", "s3", "sqlite")
 FORMATS = ("json", "parquet")
@@ -295,7 +284,7 @@ def _source(path: str, top: dict[str, Any], v: _Values) -> dict[str, Any]:
         if not isinstance(routes, dict) or not routes or not all(isinstance(s, dict) for s in routes.values()):
             raise ConfigError(f"{what}: expected {{\"*\" | \"<cluster>\" | \"<cluster>-<subcluster>\": "
                               f"{{\"kind\": ...}}}}, got {routes!r}")
-        spec = dict(routes["*"]) if list(routes) == ["*"] else {"kind": "router", "routes": routes}
+        spec: dict[str, Any] = dict(routes["*"]) if list(routes) == ["*"] else {"kind": "router", "routes": routes}
     elif top.get("metric-store-external"):
         what = f"{path}: metric-store-external"
         entries = top["metric-store-external"]

@@ -332,6 +332,7 @@ class Archiver:
 
     def _on_worker_exit(self) -> bool:
         """The worker process is gone. Returns True when a replacement was started."""
+        self._worker.join(10)  # reap it, so the exit code is known
         code = self._worker.exitcode
         with self._lock:
             stopping = self._state in ("draining", "stopped") and (self._stop.is_set() or not self._pending)

@@ -59,14 +59,27 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def _check_extra() -> None:
+    import importlib.util
+
+    from ..config import ConfigError
+
+    missing = [m for m in ("prometheus_client", "nats", "jwt", "cryptography") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ConfigError(f"ccarchive serve needs {', '.join(missing)}: pip install 'ccarchive[service]'")
+
+
 def run(name: str, args: argparse.Namespace) -> int:
     from ..config import load_config
 
+    _check_extra()
     config = load_config(args.config, overrides=overrides_from_args(args))
     if args.check:
-        from ..service.serve import check_backends
+        from ..service.serve import check_backends, load_hooks
 
         check_backends(config)
+        config.worker_config()
+        load_hooks(config)
         shown = {k: v for k, v in vars(config).items() if k not in ("storage_options", "jwt_public_key")}
         shown["jwt_public_key"] = "set" if config.jwt_public_key else None
         print(json.dumps(shown, indent=2, default=lambda o: vars(o)))

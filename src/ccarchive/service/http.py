@@ -100,6 +100,7 @@ class Handler(BaseHTTPRequestHandler):
     server: ServiceHTTPServer
     protocol_version = "HTTP/1.1"
     server_version = "ccarchive"
+    timeout = 300  # an idle keep-alive connection gives its thread back after this
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - BaseHTTPRequestHandler's name
         log.debug("%s %s", self.address_string(), format % args)

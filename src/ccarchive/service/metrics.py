@@ -19,7 +19,14 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -93,6 +100,7 @@ class ServiceMetrics:
     """The sidecar's metrics; ``attach()`` the Archiver (and NATS subscriber) once they exist."""
 
     def __init__(self) -> None:
+        disable_created_metrics()  # no *_created series: they double the output and nobody graphs them
         self.registry = CollectorRegistry()
         self.archiver: Any = None
         self.nats: Any = None

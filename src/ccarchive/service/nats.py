@@ -7,7 +7,10 @@ Wire format (cc-backend internal/api/nats.go; go-integration.md §2.2)::
 Measurement ``job``, tag ``function`` = ``start_job`` | ``stop_job``, one string field ``event`` with
 the same JSON payload as the REST API, several lines per message allowed.  Lines of another
 measurement or without an ``event`` string field are skipped; ``start_job`` events are ignored
-(starting jobs stays cc-backend's business).  Core NATS keeps nothing: a message published while
+(starting jobs stays cc-backend's business).  A stop runs the REST path's logic
+(``stopjob.StopJobService``: job_cache first, moved into job): cc-backend's NATS handler instead
+looks in ``job`` first and stops a cached job *inside* job_cache, then queues it with its
+job_cache id, which is not a job-table id.  Core NATS keeps nothing: a message published while
 ccarchive is disconnected is lost, which is why the DB reconciler exists.
 
 nats-py is asyncio; it runs on its own event loop in a daemon thread.  Each message is handled in

@@ -77,6 +77,9 @@ class Sidecar:
 
     def handle_stop(self, payload: bytes | str, via: str) -> tuple[Response, int | None]:
         """Stop a job as cc-backend does; returns the response and the db id to queue (or None)."""
+        if self.closing.is_set():  # nothing is changed once the queue no longer accepts jobs
+            self.prom.stop_events.labels(via, "503").inc()
+            return error(503, "ccarchive is shutting down; retry the stop later"), None
         try:
             req = parse_stop_request(payload)
             stopped = self.stops.stop(req)
@@ -180,7 +183,21 @@ class Sidecar:
         self.prom.http_requests.labels(endpoint, str(code)).inc()
 
 
-def _load_hooks(config: ServiceConfig) -> Any:
+def _result_logger(metrics: ServiceMetrics) -> Any:
+    """The Archiver's ``on_result``: metrics, plus one log line per archived job with its fields."""
+    def on_result(msg: Any) -> None:
+        metrics.on_result(msg)
+        if msg.kind == "done" and msg.job:
+            j = msg.job
+            log.info("archived job (dbid %s) in %.2f s, %d bytes", msg.db_id, sum(msg.phases.values()),
+                     msg.bytes_written, extra={"db_id": msg.db_id, "job_id": j.get("jobId"),
+                                               "cluster": j.get("cluster"), "start_time": j.get("startTime")})
+
+    return on_result
+
+
+def load_hooks(config: ServiceConfig) -> Any:
+    """The HookRunner of ``ccarchive.hooks`` (callables resolved now, so a typo fails at start)."""
     import importlib
 
     from ..config import ConfigError
@@ -244,7 +261,7 @@ def run(config: ServiceConfig, *, ready: threading.Event | None = None, stop: th
             signal.signal(sig, lambda signum, frame: stop.set())
     metrics = ServiceMetrics()
     archiver = Archiver(
-        config.worker_config(), hooks=_load_hooks(config), on_result=metrics.on_result,
+        config.worker_config(), hooks=load_hooks(config), on_result=_result_logger(metrics),
         retry=RetryPolicy(config.max_attempts, config.retry_backoff_s, config.retry_backoff_max_s),
         reconcile_grace_s=config.grace_period_s, reconcile_horizon_s=config.reconcile_horizon_s)
     auth = Authenticator(None if config.disable_authentication else config.jwt_public_key,
