@@ -243,6 +243,7 @@ def test_malformed_answer_names_job_metric_and_host(alex, body):
     assert job.label in msg and "metric cpu_load" in msg and "a0124" in msg, msg
 
 
+@pytest.mark.slow  # 12 s on a quiet machine, 40 s with the 2 cores shared
 def test_64_nodes_7_days_loads_with_bounded_concurrency(tmp_path: Path):
     cluster = small_node_cluster(4)
     job = synthetic_job(cluster, "main", 64_000, START - 8 * 86400, 64, 7 * 86400)
@@ -271,7 +272,7 @@ def test_64_nodes_7_days_loads_with_bounded_concurrency(tmp_path: Path):
         result = archive_job(job, source=src, archive=None, cluster=cluster)
         seconds = time.perf_counter() - t0
     assert written == sum(int((~np.isnan(v)).sum()) for v in truth.values())
-    assert result.warnings == [] and 1 <= peak[0] <= 2 and seconds < 60
+    assert result.warnings == [] and 1 <= peak[0] <= 2 and seconds < 120  # (a loose sanity bound)
     for name in ("m00", "m03"):
         block = result.data[name]["node"]
         assert block.num_series == 64 and block.data.shape[1] == 7 * 1440 + 1

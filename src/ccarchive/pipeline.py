@@ -149,7 +149,6 @@ class Archiver:
         if self._fatal:
             raise ArchiverStateError(f"archiving worker cannot start: {self._fatal}")
         if self.reconcile_interval_s is not None:
-            self.reconcile()
             self._start_thread(self._reconcile_loop, "ccarchive-reconciler")
 
     def _start_thread(self, target: Callable[[], None], name: str) -> None:
@@ -392,12 +391,15 @@ class Archiver:
         return n
 
     def _reconcile_loop(self) -> None:
+        """A first pass right after start, then one every ``reconcile_interval_s``."""
         assert self.reconcile_interval_s is not None
-        while not self._stop.wait(self.reconcile_interval_s):
+        while True:
             try:
                 self.reconcile()
             except Exception:  # noqa: BLE001 - keep reconciling; the DB may be busy
                 log.exception("reconciler pass failed")
+            if self._stop.wait(self.reconcile_interval_s):
+                return
 
     # -- shutdown ----------------------------------------------------------------------------------------
     def wait_idle(self, timeout: float | None = None) -> bool:

@@ -172,6 +172,10 @@ def open_environment(cfg: WorkerConfig) -> dict[str, Any]:
 
 def worker_main(cfg: WorkerConfig, queue: Any, results: Any, cancel: Any) -> None:
     """Entry point of the worker process."""
+    import signal
+
+    # Ctrl-C reaches the whole foreground process group; only the parent decides how to stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     from .logs import setup_logging
 
     setup_logging(0 if cfg.log_level >= logging.WARNING else 1, cfg.log_format)

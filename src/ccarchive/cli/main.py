@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 #: name -> (module under ccarchive.cli, one-line summary)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "serve": ("serve_cmd", "run the sidecar beside cc-backend: REST stop_job, NATS, reconciler, /metrics"),
     "demo": ("demo", "create a job DB of synthetic jobs and archive them through the pipeline"),
     "archive": ("pipeline_cmds", "archive jobs of a cc-backend job DB (one job, or all stopped jobs in a time range)"),
     "retry": ("pipeline_cmds", "re-archive jobs whose archiving failed (monitoring_status 2)"),

@@ -82,6 +82,8 @@ def run(name: str, args: argparse.Namespace) -> int:
         load_hooks(config)
         shown = {k: v for k, v in vars(config).items() if k not in ("storage_options", "jwt_public_key")}
         shown["jwt_public_key"] = "set" if config.jwt_public_key else None
+        if config.nats is not None:
+            shown["nats"] = {**vars(config.nats), "password": "***" if config.nats.password else None}
         print(json.dumps(shown, indent=2, default=lambda o: vars(o)))
         return 0
     from ..service.serve import run as serve

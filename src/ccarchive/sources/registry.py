@@ -17,6 +17,13 @@ from .base import MetricSource
 KNOWN = ("synthetic", "cc-metric-store", "prometheus", "replay", "router", "python")
 
 
+def _construct(cls: Any, options: dict[str, Any], what: str) -> Any:
+    try:
+        return cls(**options)
+    except TypeError as e:  # unknown or missing keyword: a configuration error, not a crash
+        raise InputError(f"metric source {what!r}: {e}") from None
+
+
 def source_from_spec(spec: dict[str, Any]) -> MetricSource:
     """The source described by ``spec``; raises InputError for an unknown kind or bad options."""
     if not isinstance(spec, dict):
@@ -26,7 +33,7 @@ def source_from_spec(spec: dict[str, Any]) -> MetricSource:
     if kind == "synthetic":
         from .synthetic import SyntheticSource
 
-        return SyntheticSource(**options)
+        return _construct(SyntheticSource, options, "synthetic")
     if kind == "cc-metric-store":
         from .ccms import CCMetricStoreSource
 
@@ -52,5 +59,5 @@ def source_from_spec(spec: dict[str, Any]) -> MetricSource:
             cls = getattr(importlib.import_module(module), name)
         except (ImportError, AttributeError) as e:
             raise InputError(f"metric source class {target!r} cannot be loaded: {e}") from None
-        return cls(**options)  # type: ignore[no-any-return]
+        return _construct(cls, options, target)  # type: ignore[no-any-return]
     raise InputError(f"unknown metric source kind {kind!r} (known: {', '.join(KNOWN)})")
