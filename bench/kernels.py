@@ -138,7 +138,7 @@ def _statistics_rows(case: str, kind: str, data: np.ndarray, repeats: int, bandw
                 "unit": "GB/s",
                 "vs_baseline": base_seconds / seconds,
                 "vs_bandwidth": gbs / bandwidth,
-                "note": note,
+                "note": f"{note}; {data.size / seconds / 1e9:.2f} G samples/s",
             }
         )
     return rows
@@ -158,7 +158,7 @@ def _float32_row(case: str, data: np.ndarray, repeats: int, bandwidth: float) ->
         "throughput": gbs,
         "unit": "GB/s",
         "vs_bandwidth": gbs / bandwidth,
-        "note": f"{data32.size / seconds / 1e9:.2f} G samples/s (float64: {data.size / seconds / 1e9:.2f} at this time)",
+        "note": f"{data32.size / seconds / 1e9:.2f} G samples/s",
     }
 
 
@@ -237,6 +237,10 @@ def run(quick: bool) -> list[dict]:
     rows: list[dict] = []
     for seed, (case, kind, n, width) in enumerate(cases):
         data = make_series(n, width, seed=seed)
+        if kind == BANDWIDTH_CASE:
+            # the VM's bandwidth drifts by up to 1.5x within minutes (other tenants); measure again
+            # next to the kernel and judge against the higher figure
+            two = max(two, memory.read_bandwidth(max(bandwidth), memory.QUICK_BYTES, 3))
         rows += _statistics_rows(case, kind, data, repeats if kind != BANDWIDTH_CASE else max(3, repeats // 2), two)
         if seed == 0:
             rows += _timestep_rows(case, data, repeats, with_reference=True)

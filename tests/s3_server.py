@@ -2,10 +2,13 @@
 
 Why rclone: it is a single static binary installed by pip, stores objects as plain files under a
 directory (so tests can look at what really landed on "disk"), and makes PUTs atomic by rename,
-like real object stores.  ``--dir-cache-time 0s`` makes files seeded behind its back visible at
-once.  The server runs in its own process group with its log in a file; readiness is a bounded
-TCP poll, and :meth:`S3Server.stop` sends SIGTERM, then SIGKILL after a bound.  ``restart`` keeps
-the directory and the port, which is what the mid-write fault test needs.
+like real object stores.  ``--dir-cache-time 10ms`` makes files seeded behind its back visible
+almost at once; **not** ``0s``: with 0s rclone v1.75 busy-loops on a core as soon as it has
+listed a directory (measured: ~85 % of a core while idle, which starved the 2-core machine
+until PUTs timed out), while 10 ms costs nothing measurable.  The server runs in its own process
+group with its log in a file; readiness is a bounded TCP poll, and :meth:`S3Server.stop` sends
+SIGTERM, then SIGKILL after a bound.  ``start(port)`` again on the same directory and port is what
+the mid-write fault test needs.
 """
 
 from __future__ import annotations
@@ -86,7 +89,7 @@ class S3Server:
             with open(self.log_path, "ab") as log:
                 self.proc = subprocess.Popen(
                     [self.binary, "serve", "s3", str(self.root), "--addr", f"127.0.0.1:{self.port}",
-                     "--auth-key", f"{KEY},{SECRET}", "--dir-cache-time", "0s", "--config", "/dev/null"],
+                     "--auth-key", f"{KEY},{SECRET}", "--dir-cache-time", "10ms", "--config", "/dev/null"],
                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
                 )
             try:

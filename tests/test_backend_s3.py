@@ -100,12 +100,16 @@ def test_rearchive_removes_the_stale_data_object(s3: S3Server):
     assert arch.load_data_bytes(j.key) == small_data(j, "mem_used")
 
 
-def test_non_empty_bucket_without_version_is_refused(s3: S3Server):
-    bucket = _bucket()
-    (s3.root / bucket / "other").mkdir(parents=True)
-    (s3.root / bucket / "other" / "x.txt").write_bytes(b"x")
-    with pytest.raises(InputError, match="not empty"):
-        open_archive(f"s3://{bucket}", create=True, storage_options=s3.storage_options())
+def test_non_empty_bucket_without_version_is_refused(tmp_path: Path):
+    data = tmp_path / "s3"
+    (data / "seeded" / "other").mkdir(parents=True)
+    (data / "seeded" / "other" / "x.txt").write_bytes(b"x")  # seeded before the server starts
+    with S3Server(data, log_dir=tmp_path) as server:
+        with pytest.raises(InputError, match="not empty"):
+            open_archive("s3://seeded", create=True, storage_options=server.storage_options())
+        with pytest.raises(InputError, match="no version.txt"):
+            open_archive("s3://seeded", storage_options=server.storage_options())
+    assert not (data / "seeded" / "version.txt").exists()
 
 
 @pytest.mark.parametrize("stop_before", ["meta.json", "data.json.gz"])

@@ -149,18 +149,11 @@ def test_series_stats_mean_is_sequential_sum_bitwise():
         lanes = np.zeros(8)  # an 8-lane SIMD-style split of the same row
         for k, x in enumerate(values.tolist()):
             lanes[k % 8] += x
-        lanes_differ += sequential_sum_of(lanes) / values.size != sequential[i]
+        lanes_differ += ref.sequential_sum(lanes) / values.size != sequential[i]
     # the data must contain rows where the other summation orders give different means
     assert pairwise_differs > 20 and lanes_differ > 20
     assert np.array_equal(count, np.array([np.count_nonzero(~np.isnan(data[i, : lengths[i]])) for i in range(n)]))
     assert mean.tobytes() == sequential.tobytes()
-
-
-def sequential_sum_of(values) -> float:
-    total = 0.0
-    for x in values:
-        total += float(x)
-    return total
 
 
 def test_series_stats_signed_zeros_follow_go_min_max():

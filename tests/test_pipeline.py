@@ -197,8 +197,8 @@ def test_shutdown_timeout_leaves_job_pending_then_restart_archives_it(tmp_path: 
     assert env.statuses()[slow] == 1  # still pending, not failed
     env.faults.unlink()
     b = env.archiver(reconcile_interval_s=3600, reconcile_grace_s=0)
-    b.start()  # the reconciler finds the pending job
-    assert b.wait_idle(120)
+    b.start()  # the reconciler's first pass (on its own thread) finds the pending job
+    wait_for(lambda: env.statuses()[slow] == 3, timeout=120, what="reconciled job archived")
     b.shutdown(30)
     env.assert_complete()
 

@@ -25,6 +25,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from .backends import Archive, JobKey
@@ -122,8 +123,7 @@ def convert(
     for c in clusters:
         try:
             if src.has_cluster(c) and (overwrite or not dst.has_cluster(c)):
-                cfg = src.load_cluster(c)
-                with_retries(lambda cfg=cfg: dst.store_cluster(cfg), f"cluster {c}", retries, backoff)
+                with_retries(partial(dst.store_cluster, src.load_cluster(c)), f"cluster {c}", retries, backoff)
         except (CcArchiveError, OSError) as e:
             rep.errors.append(f"cluster {c}: config not copied: {e}")
     keys = [k for c in clusters for k in src.iter_job_keys(c)]
@@ -163,8 +163,8 @@ def convert(
     try:
         for key in todo:
             try:
-                meta_raw = with_retries(lambda k=key: src.load_meta_bytes(k), _label(key), retries, backoff)
-                data_raw = with_retries(lambda k=key: src.load_data_bytes(k), _label(key), retries, backoff)
+                meta_raw = with_retries(partial(src.load_meta_bytes, key), _label(key), retries, backoff)
+                data_raw = with_retries(partial(src.load_data_bytes, key), _label(key), retries, backoff)
                 rep.bytes_read += len(meta_raw) + len(data_raw)
                 job = decode_job_meta(meta_raw)
                 if job.key != key:

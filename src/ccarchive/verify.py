@@ -8,13 +8,15 @@ warnings (reference §8).  Works on every backend the archive layer opens.
 from __future__ import annotations
 
 import json
-import posixpath
-from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from .archive import TMP_PREFIX, JobArchive, job_path
+from .archive import TMP_PREFIX, job_path
 from .errors import CcArchiveError
 from .validate import validate_cluster, validate_data, validate_meta
+
+if TYPE_CHECKING:
+    from .backends import Archive, Entry
 
 
 @dataclass
@@ -86,24 +88,13 @@ def _skeleton(doc: object, rel: str, errors: list[str]) -> object:
     return out
 
 
-def _job_dirs(archive: JobArchive, cluster: str) -> Iterator[tuple[str, list[str]]]:
-    """(relative job dir, file names) for every start-time directory of a cluster."""
-    base = archive._p(cluster)
-    files: dict[str, list[str]] = {}
-    for path in archive.fs.find(base):
-        rel = path[len(base):].strip("/").split("/")
-        if len(rel) == 4:
-            files.setdefault("/".join([cluster, *rel[:3]]), []).append(rel[3])
-    yield from sorted(files.items())
-
-
-def verify_archive(archive: JobArchive, *, cluster: str | None = None, progress: bool = False) -> VerifyReport:
+def verify_archive(archive: Archive, *, cluster: str | None = None, progress: bool = False) -> VerifyReport:
     rep = VerifyReport()
     clusters = [cluster] if cluster else archive.clusters()
     for c in clusters:
         rep.clusters += 1
         try:
-            raw = archive.fs.cat_file(archive._p(c, "cluster.json"))
+            raw = archive.load_cluster_bytes(c)
             v = validate_cluster(json.loads(raw), where=f"{c}/cluster.json")
             rep.errors += v.errors
             rep.warnings += v.warnings
@@ -112,14 +103,14 @@ def verify_archive(archive: JobArchive, *, cluster: str | None = None, progress:
             rep.errors.append(f"{c}/cluster.json: missing (cc-backend refuses to start without it)")
         except (ValueError, CcArchiveError) as e:
             rep.errors.append(f"{c}/cluster.json: {e}")
-        entries = list(_job_dirs(archive, c))
+        entries = list(archive.list_entries(c))
         bar = None
         if progress and len(entries) > 50:
             from tqdm import tqdm
 
             bar = tqdm(total=len(entries), desc=f"verify {c}", unit="job", leave=False)
-        for rel, names in entries:
-            _verify_job(archive, rel, names, rep)
+        for entry in entries:
+            _verify_job(archive, entry, rep)
             if bar is not None:
                 bar.update()
         if bar is not None:
@@ -129,17 +120,17 @@ def verify_archive(archive: JobArchive, *, cluster: str | None = None, progress:
     return rep
 
 
-def _verify_job(archive: JobArchive, rel: str, names: list[str], rep: VerifyReport) -> None:
-    real = [n for n in names if not n.startswith(TMP_PREFIX)]
+def _verify_job(archive: Archive, entry: Entry, rep: VerifyReport) -> None:
+    rel = entry.rel
+    real = [n for n in entry.names if not n.startswith(TMP_PREFIX)]
     if "meta.json" not in real:
         if real:
             rep.warnings.append(f"{rel}: {', '.join(sorted(real))} without meta.json (an interrupted write; "
                                 f"not an archived job)")
         return
     rep.jobs += 1
-    d = archive._p(rel)
     try:
-        meta_doc = json.loads(archive.fs.cat_file(posixpath.join(d, "meta.json")))
+        meta_doc = json.loads(archive.load_meta_bytes(entry.key))
     except ValueError as e:
         rep.errors.append(f"{rel}/meta.json: not valid JSON: {e}")
         return
@@ -157,9 +148,8 @@ def _verify_job(archive: JobArchive, rel: str, names: list[str], rep: VerifyRepo
     if "data.json" not in real and "data.json.gz" not in real:
         rep.errors.append(f"{rel}: meta.json without a data file")
         return
-    key = (meta_doc["cluster"], int(meta_doc["jobId"]), int(meta_doc["startTime"]))
     try:
-        data_doc = json.loads(archive.load_data_bytes(key))
+        data_doc = json.loads(archive.load_data_bytes(entry.key))
     except (ValueError, OSError, CcArchiveError) as e:
         rep.errors.append(f"{rel}: data file unreadable: {e}")
         return

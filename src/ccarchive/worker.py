@@ -110,6 +110,10 @@ def is_transient(exc: BaseException) -> bool:
 
     if isinstance(exc, TransientError):
         return True
+    from .backends import is_transient_backend_error
+
+    if is_transient_backend_error(exc):
+        return True
     import sqlite3
 
     if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):

@@ -34,10 +34,10 @@ from typing import Any
 
 import fsspec
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
-import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
 from ..archive import WriteResult, job_path
@@ -45,7 +45,7 @@ from ..cluster import Cluster, encode_cluster, load_cluster
 from ..errors import ClusterConfigError, FormatError, InputError
 from ..formats.data import decode_job_data, encode_job_data
 from ..formats.meta import decode_job_meta, encode_job_meta
-from ..model import Job, JobData, JobMetric, StatsSeries, Unit, iter_metrics
+from ..model import FloatArray, Job, JobData, JobMetric, StatsSeries, Unit, iter_metrics
 from . import Entry, JobKey, key_of
 from . import parquet_schema as S
 
@@ -242,7 +242,8 @@ class ParquetArchive:
         keys: list[JobKey] = []
         for c, m in self._partitions(cluster):
             t = self._read("jobs", c, m, columns=["job_id", "start_time"])
-            keys += {(c, int(j), int(s)) for j, s in zip(t["job_id"].to_pylist(), t["start_time"].to_pylist())}
+            keys += {(c, int(j), int(s)) for j, s in
+                     zip(t["job_id"].to_pylist(), t["start_time"].to_pylist(), strict=True)}
         yield from sorted(keys)
 
     def iter_jobs(self, cluster: str | None = None) -> Iterator[Job]:
@@ -308,7 +309,7 @@ def tables_to_data(metrics: pa.Table, series: pa.Table) -> JobData:
     s_metric = series["metric"].to_pylist()
     s_scope = series["scope"].to_pylist()
     bounds: dict[tuple[str, str], list[int]] = {}
-    for i, ms in enumerate(zip(s_metric, s_scope)):
+    for i, ms in enumerate(zip(s_metric, s_scope, strict=True)):
         bounds.setdefault(ms, [i, i])[1] = i + 1
     for m in metrics.to_pylist():
         scopes = out.setdefault(m["metric"], {})
@@ -319,8 +320,8 @@ def tables_to_data(metrics: pa.Table, series: pa.Table) -> JobData:
     return out
 
 
-def _f64(values: list[float | None] | None) -> np.ndarray | None:
-    return None if values is None else np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+def _f64(values: list[float | None]) -> FloatArray:
+    return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
 
 
 def _block(m: dict[str, Any], rows: pa.Table) -> JobMetric:
@@ -337,15 +338,15 @@ def _block(m: dict[str, Any], rows: pa.Table) -> JobMetric:
         for i, ln in enumerate(lengths.tolist()):
             data[i, :ln] = flat[pos:pos + ln]
             pos += ln
-    stats = np.column_stack([rows[k].to_numpy(zero_copy_only=False).astype(np.float64) for k in ("min", "avg", "max")]) \
-        if n else np.zeros((0, 3))
-    has = ~np.isnan(stats).any(axis=1) if n else np.zeros(0, dtype=bool)
+    cols = [rows[k].to_numpy(zero_copy_only=False).astype(np.float64) for k in ("min", "avg", "max")]
+    stats = np.column_stack(cols) if n else np.zeros((0, 3))
+    has: npt.NDArray[np.bool_] = np.asarray(~np.isnan(stats).any(axis=1), dtype=np.bool_)
     stats[~has] = 0.0
     ss = None
     if m["stats_min"] is not None:
         pct = m["stats_percentiles"]
         ss = StatsSeries(min=_f64(m["stats_min"]), median=_f64(m["stats_median"]), max=_f64(m["stats_max"]),
-                         mean=_f64(m["stats_mean"]),
+                         mean=None if m["stats_mean"] is None else _f64(m["stats_mean"]),
                          percentiles=None if pct is None else {int(k): _f64(v) for k, v in pct})
     return JobMetric(unit=Unit(m["unit_base"] or "", m["unit_prefix"] or ""), timestep=int(m["timestep"]),
                      hostnames=rows["hostname"].to_pylist(), ids=rows["id"].to_pylist(), data=data,

@@ -102,7 +102,8 @@ def row_to_job(cluster: str, r: dict[str, Any]) -> Job:
             Resource(x["hostname"], x["configuration"] or "", x["hwthreads"], x["accelerators"])
             for x in r["resources"]],
         num_nodes=int(r["num_nodes"] or 0), partition=r["partition"] or "", shared=r["shared"] or "none",
-        job_state=r["job_state"] or "", tags=[Tag(t["type"], t["name"], t["scope"], int(t["id"])) for t in r["tags"] or []],
+        job_state=r["job_state"] or "",
+        tags=[Tag(t["type"], t["name"], t["scope"], int(t["id"])) for t in r["tags"] or []],
         energy_footprint=fmap(r["energy_footprint"]), footprint=fmap(r["footprint"]), meta_data=fmap(r["meta_data"]),
         concurrent_jobs=ConcurrentJobs(
             None if r["concurrent_jobs"] is None else [JobLink(x["id"], x["job_id"]) for x in r["concurrent_jobs"]],

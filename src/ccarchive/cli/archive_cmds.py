@@ -171,7 +171,7 @@ def _show(args: argparse.Namespace) -> int:
     archive = open_archive(args.archive)
     key = parse_job_key(args.job)
     if args.meta_json:
-        sys.stdout.buffer.write(archive.fs.cat_file(f"{archive.job_dir(key)}/meta.json"))
+        sys.stdout.buffer.write(archive.load_meta_bytes(key))
         return 0
     job = archive.load_meta(key)
     data = archive.load_data(key)

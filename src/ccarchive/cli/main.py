@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "import": ("archive_cmds", "import meta.json + data.json files into an archive, recomputing statistics"),
     "ls": ("archive_cmds", "list the jobs of an archive"),
     "show": ("archive_cmds", "show one archived job: metadata, statistics and series"),
+    "convert": ("convert_cmd", "copy an archive into another backend (file, S3, SQLite, Parquet), resumable"),
     "verify": ("archive_cmds", "check an archive against the v3 format and the cc-lib JSON schemas"),
 }
 

@@ -1,30 +1,63 @@
-"""gzip for data.json: the archive's size rule and a fast gzip built on ISA-L (``isal``).
+"""gzip for data.json: the archive's size rule and a fast, parallel, deterministic gzip writer.
 
-zlib level 6 compresses JSON text at 15-19 MB/s on the development machine, far slower than
-encoding it; ISA-L's igzip runs at 400-550 MB/s per core (measured in ``bench/encode.py``) and its
-threaded writer can use both cores.  The price is size: ISA-L's best level (3) is about 9 % larger
-than zlib 6 on noisy samples and about 18 % larger on smooth real data (the emmy fixture).  Levels
-4-9 therefore select the standard zlib deflater (level 4: ~11 % larger than zlib 6 on emmy, at
-~90 MB/s) for archives that value size over speed.
+Why zlib-ng level 3: spec §8 wants a compressor much faster than zlib level 6 (12-19 MB/s of JSON
+text here) whose output is at most 15 % larger.  Measured on data.json text (``bench/encode.py``;
+emmy = cc-backend's real test job re-encoded, synthetic = noisy bench samples), size vs zlib 6:
 
-The output is always one standard gzip member with ``mtime`` 0 (identical input, identical
-bytes), readable by Python's ``gzip`` and Go's ``compress/gzip``.
+==================  ==========  =========  ==================
+compressor          emmy size   synthetic  MB/s (1 core)
+==================  ==========  =========  ==================
+ISA-L igzip L1-L3   1.18-1.21   1.09-1.11  250-600
+zlib-ng L2          1.18        1.10       135-195
+zlib-ng L3          1.10        1.05       100-145  <- default
+zlib-ng L4          1.05        1.04       80-100
+zlib L4             1.11        1.05       55-70
+==================  ==========  =========  ==================
+
+ISA-L is fastest but misses the 15 % rule on smooth real data, so the default is zlib-ng level 3;
+``level`` 0-9 is zlib-ng's (same meaning as zlib's).
+
+Why blocks: the text is cut into fixed 1 MiB blocks, each deflated independently (primed with the
+previous block's last 32 KiB as dictionary, ended by a sync flush), pigz-style.  So the blocks can
+be compressed on other threads (zlib-ng releases the GIL) while the caller formats the next block,
+the size cost is ~0.3 %, and -- since the cut points depend only on the byte offsets -- the output
+is identical whether the text arrives whole or in pieces, and for any thread count.  The result
+is one standard gzip member with ``mtime`` 0, readable by Python's ``gzip`` and Go's
+``compress/gzip``.
 """
 
 from __future__ import annotations
 
-import gzip
 import io
+import os
+import struct
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import IO, cast
 
-from isal import igzip, igzip_threaded
+from isal import igzip
+from zlib_ng import zlib_ng
 
 #: cc-backend's filesystem backend gzips data.json when the encoded text incl. "\n" exceeds this.
 GZIP_THRESHOLD = 2000
-#: Levels 0-3 are ISA-L's (3 compresses best at about the speed of 1 and 2); 4-9 are zlib's.
+#: zlib-ng level 3: ~1.10x zlib 6 on real data at 7-10x its speed (table above).
 DEFAULT_LEVEL = 3
-MAX_ISAL_LEVEL = 3
+#: Bytes per independently deflated block.
+BLOCK_BYTES = 1 << 20
+#: Compression threads by default: every core (the caller's thread keeps encoding meanwhile).
+DEFAULT_THREADS = max(1, min(2, os.cpu_count() or 1))
 GZIP_MAGIC = b"\x1f\x8b"
+#: magic, deflate, no flags, mtime 0, no extra flags, OS 255 (unknown: same bytes on every OS)
+_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+#: an empty final stored-less block: ends the deflate stream after the sync-flushed blocks
+_FINAL_BLOCK = b"\x03\x00"
+_WINDOW = 32768
+
+_pool: ThreadPoolExecutor | None = None
+_pool_size = 0
+_pool_lock = threading.Lock()
 
 
 def should_gzip(encoded_len: int) -> bool:
@@ -39,38 +72,143 @@ def is_gzip(head: bytes) -> bool:
 
 def _check_level(level: int) -> None:
     if not 0 <= level <= 9:
-        raise ValueError(f"gzip level must be 0..9 (0-3 ISA-L, 4-9 zlib), got {level}")
+        raise ValueError(f"gzip level must be 0..9 (zlib-ng levels), got {level}")
+
+
+def _shared_pool(threads: int) -> ThreadPoolExecutor:
+    """One process-wide pool: small jobs must not pay for thread start-up on every file."""
+    global _pool, _pool_size
+    with _pool_lock:
+        if _pool is None or _pool_size < threads:  # grow only; an older pool finishes its work
+            _pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="ccarchive-gzip")
+            _pool_size = threads
+        return _pool
+
+
+def _deflate_block(block: bytes, zdict: bytes, level: int) -> tuple[bytes, int]:
+    """One raw-deflate block ending on a byte boundary (sync flush), and its CRC-32."""
+    if zdict:
+        c = zlib_ng.compressobj(level, zlib_ng.DEFLATED, -15, 8, zlib_ng.Z_DEFAULT_STRATEGY, zdict)
+    else:
+        c = zlib_ng.compressobj(level, zlib_ng.DEFLATED, -15, 8, zlib_ng.Z_DEFAULT_STRATEGY)
+    return c.compress(block) + c.flush(zlib_ng.Z_SYNC_FLUSH), zlib_ng.crc32(block)
+
+
+class GzipBlockWriter:
+    """Write-only binary stream: gzips what is written into ``fileobj`` (left open).
+
+    ``threads > 1`` deflates blocks on a shared thread pool, at most ``threads + 1`` blocks in
+    flight, so memory stays bounded at a few MiB however large the text.  ``close()`` writes the
+    trailer; ``abort()`` stops without it (the caller then discards the destination)."""
+
+    def __init__(self, fileobj: IO[bytes], level: int = DEFAULT_LEVEL, threads: int = DEFAULT_THREADS) -> None:
+        _check_level(level)
+        self.fileobj, self.level = fileobj, level
+        self.threads = (os.cpu_count() or 1) if threads < 0 else max(1, threads)
+        self._buf = bytearray()
+        self._prev_tail = b""
+        self._inflight: deque[tuple[Future[tuple[bytes, int]], int]] = deque()
+        self._crc = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        #: seconds spent in ``fileobj.write`` (the destination's share of the time)
+        self.write_seconds = 0.0
+        self.closed = False
+        self._emit(_HEADER)
+
+    # -- internals --------------------------------------------------------------------------
+    def _emit(self, payload: bytes) -> None:
+        t0 = time.perf_counter()
+        self.fileobj.write(payload)
+        self.write_seconds += time.perf_counter() - t0
+        self.bytes_out += len(payload)
+
+    def _collect(self, keep: int) -> None:
+        """Write finished blocks, in order, until at most ``keep`` are in flight."""
+        while len(self._inflight) > keep:
+            fut, n = self._inflight.popleft()
+            out, crc = fut.result()
+            self._crc = zlib_ng.crc32_combine(self._crc, crc, n)
+            self._emit(out)
+
+    def _submit(self, block: bytes) -> None:
+        zdict, self._prev_tail = self._prev_tail, block[-_WINDOW:]
+        if self.threads == 1:
+            out, crc = _deflate_block(block, zdict, self.level)
+            self._crc = zlib_ng.crc32_combine(self._crc, crc, len(block))
+            self._emit(out)
+            return
+        fut = _shared_pool(self.threads).submit(_deflate_block, block, zdict, self.level)
+        self._inflight.append((fut, len(block)))
+        self._collect(self.threads)
+
+    # -- stream API ---------------------------------------------------------------------------
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        if self.closed:
+            raise ValueError("write to a closed GzipBlockWriter")
+        n = len(data)
+        self.bytes_in += n
+        self._buf += data
+        if len(self._buf) >= BLOCK_BYTES:
+            view = memoryview(self._buf)
+            full = len(self._buf) - len(self._buf) % BLOCK_BYTES
+            for start in range(0, full, BLOCK_BYTES):
+                self._submit(bytes(view[start : start + BLOCK_BYTES]))
+            view.release()
+            del self._buf[:full]
+        return n
+
+    def close(self) -> None:
+        """Compress the rest, write the final block and the trailer (CRC-32, size mod 2**32)."""
+        if self.closed:
+            return
+        if self._buf:
+            self._submit(bytes(self._buf))
+            self._buf.clear()
+        self._collect(0)
+        self._emit(_FINAL_BLOCK + struct.pack("<II", self._crc, self.bytes_in & 0xFFFFFFFF))
+        self.closed = True
+
+    def abort(self) -> None:
+        """Stop without finishing the stream: wait for running blocks, drop everything."""
+        for fut, _ in self._inflight:
+            fut.cancel()
+            try:
+                fut.result()
+            except BaseException:  # noqa: BLE001, S110 - aborting anyway
+                pass
+        self._inflight.clear()
+        self._buf.clear()
+        self.closed = True
+
+    def __enter__(self) -> GzipBlockWriter:
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
 
 
 def gzip_bytes(data: bytes | bytearray | memoryview, level: int = DEFAULT_LEVEL, threads: int = 1) -> bytes:
-    """Compress ``data`` into one standard gzip member (``threads > 1``: parallel ISA-L blocks)."""
-    _check_level(level)
-    if level > MAX_ISAL_LEVEL:
-        return gzip.compress(data, compresslevel=level, mtime=0)
-    if threads != 1 and len(data) > (2 << 20):
-        out = io.BytesIO()
-        with open_gzip_writer(out, level, threads) as w:
-            w.write(data)
-        return out.getvalue()
-    return igzip.compress(data, compresslevel=level, mtime=0)
+    """Compress ``data`` into one standard gzip member, the same bytes :class:`GzipBlockWriter`
+    produces for the same text (any thread count)."""
+    out = io.BytesIO()
+    with GzipBlockWriter(out, level, threads if len(data) > BLOCK_BYTES else 1) as w:
+        w.write(data)
+    return out.getvalue()
 
 
 def gunzip_bytes(data: bytes | bytearray | memoryview) -> bytes:
-    """Decompress gzip ``data`` (all members)."""
+    """Decompress gzip ``data`` (all members); ISA-L inflates fastest."""
     return igzip.decompress(data)
 
 
 def open_gzip_writer(fileobj: IO[bytes], level: int = DEFAULT_LEVEL, threads: int = 1) -> IO[bytes]:
-    """A binary writer that gzips into ``fileobj`` (left open on close).
-
-    ``threads > 1`` compresses 1 MiB blocks in parallel threads (pigz-style, still one gzip
-    member; ISA-L levels only); ``threads < 0`` uses every available core."""
-    _check_level(level)
-    if level > MAX_ISAL_LEVEL:
-        return cast(IO[bytes], gzip.GzipFile(fileobj=fileobj, mode="wb", compresslevel=level, mtime=0))
-    if threads in (0, 1):
-        return cast(IO[bytes], igzip.GzipFile(fileobj=fileobj, mode="wb", compresslevel=level, mtime=0))
-    return cast(IO[bytes], igzip_threaded.open(fileobj, "wb", compresslevel=level, threads=threads))
+    """A binary writer that gzips into ``fileobj`` (left open on close); ``threads > 1`` deflates
+    1 MiB blocks in parallel (still one gzip member), ``threads < 0`` uses every core."""
+    return cast(IO[bytes], GzipBlockWriter(fileobj, level, threads))
 
 
 def open_gzip_reader(fileobj: IO[bytes]) -> IO[bytes]:

