@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +35,7 @@ import numpy as np
 from ..errors import FormatError, InputError
 from ..model import JobMetric
 from .base import FetchResult, SeriesRequest
-from .http import HttpClient, HttpStatusError, JobGrid, TimeoutPolicy, place, run_bounded
+from .http import HttpClient, HttpStatusError, JobGrid, TimeoutPolicy, check_http_spec, place, run_bounded
 
 if TYPE_CHECKING:
     from ..cluster import Cluster, MetricConfig
@@ -83,19 +82,8 @@ class CCMetricStoreSource:
         "timeout-per-million-points-s", "max-timeout-s", "max-concurrency", "max-points-per-request"}``."""
         known = {"kind", "url", "token", "token-env", "timeout-s", "timeout-per-million-points-s",
                  "max-timeout-s", "max-concurrency", "max-points-per-request"}
-        unknown = sorted(set(spec) - known)
-        if unknown:
-            raise InputError(f"cc-metric-store source: unknown option(s) {', '.join(unknown)}")
-        url = spec.get("url")
-        if not isinstance(url, str) or not url:
-            raise InputError("cc-metric-store source needs \"url\"")
-        token = spec.get("token") or ""
-        env = spec.get("token-env")
-        if env:
-            if env not in os.environ:
-                raise InputError(f"cc-metric-store source: environment variable {env!r} (token-env) is not set")
-            token = os.environ[env]
-        return cls(url, str(token), timeout=TimeoutPolicy.from_options(spec),
+        url, token = check_http_spec(spec, known, "cc-metric-store")
+        return cls(url, token, timeout=TimeoutPolicy.from_options(spec),
                    max_concurrency=int(spec.get("max-concurrency", 4)),
                    max_points_per_request=int(spec.get("max-points-per-request", 2_000_000)))
 

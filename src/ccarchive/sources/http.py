@@ -18,6 +18,7 @@ and a missing sample is a NaN at its place, never a shift.
 from __future__ import annotations
 
 import http.client
+import os
 import queue
 import ssl
 import time
@@ -25,7 +26,7 @@ import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -240,3 +241,21 @@ def place(row: npt.NDArray[np.float64], grid: JobGrid, times: npt.NDArray[np.flo
         vals = vals[first]
     row[idx] = vals
     return len(idx)
+
+
+def check_http_spec(spec: dict[str, Any], known: set[str], what: str) -> tuple[str, str]:
+    """Validate an HTTP source spec: no unknown keys, a ``url``; returns (url, bearer token from
+    ``token`` or the environment variable named by ``token-env``)."""
+    unknown = sorted(set(spec) - known)
+    if unknown:
+        raise InputError(f"{what} source: unknown option(s) {', '.join(unknown)}")
+    url = spec.get("url")
+    if not isinstance(url, str) or not url:
+        raise InputError(f"{what} source needs \"url\"")
+    token = spec.get("token") or ""
+    env = spec.get("token-env")
+    if env:
+        if env not in os.environ:
+            raise InputError(f"{what} source: environment variable {env!r} (token-env) is not set")
+        token = os.environ[env]
+    return url, str(token)

@@ -29,7 +29,6 @@ index label.
 from __future__ import annotations
 
 import json
-import os
 import re
 import string
 from dataclasses import dataclass
@@ -40,7 +39,7 @@ import numpy as np
 from ..errors import FormatError, InputError
 from ..model import JobMetric
 from .base import FetchResult, SeriesRequest
-from .http import HttpClient, HttpStatusError, JobGrid, TimeoutPolicy, place, run_bounded
+from .http import HttpClient, HttpStatusError, JobGrid, TimeoutPolicy, check_http_spec, place, run_bounded
 
 if TYPE_CHECKING:
     from ..cluster import Cluster, MetricConfig
@@ -95,18 +94,7 @@ class PrometheusSource:
     @classmethod
     def from_spec(cls, spec: dict[str, Any]) -> PrometheusSource:
         """Build from a ``{"kind": "prometheus", ...}`` spec (kebab-case keys, see docs/sources.md)."""
-        unknown = sorted(set(spec) - _OPTIONS)
-        if unknown:
-            raise InputError(f"prometheus source: unknown option(s) {', '.join(unknown)}")
-        url = spec.get("url")
-        if not isinstance(url, str) or not url:
-            raise InputError("prometheus source needs \"url\"")
-        token = spec.get("token") or ""
-        env = spec.get("token-env")
-        if env:
-            if env not in os.environ:
-                raise InputError(f"prometheus source: environment variable {env!r} (token-env) is not set")
-            token = os.environ[env]
+        url, token = check_http_spec(spec, _OPTIONS, "prometheus")
         return cls(url, templates=spec.get("templates"), host_label=spec.get("host-label", "instance"),
                    id_labels=spec.get("id-labels"), host_pattern=spec.get("host-pattern", "${host}(:[0-9]+)?"),
                    accelerator_ids=spec.get("accelerator-ids", "index"), token=str(token),
