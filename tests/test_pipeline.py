@@ -289,3 +289,23 @@ def test_db_stays_readable_like_cc_backend(tmp_path: Path):
         # the archive's meta.json carries the same footprint and energy
         meta = env.arch.load_meta(("fritz", r[1], r[6]))
         assert meta.footprint == footprint and meta.energy == r[20]
+
+
+def test_worker_writes_json_and_parquet(tmp_path: Path):
+    """With ``parquet_url`` every archived job also lands in the Parquet dataset, matching the JSON."""
+    import dataclasses
+
+    env = Env(tmp_path, n_small=12)
+    cfg = dataclasses.replace(env.config(), parquet_url=f"parquet+{tmp_path / 'ds'}")
+    a = Archiver(cfg, retry=RetryPolicy(max_attempts=3, base_s=0.05, cap_s=0.2))
+    a.start()
+    for db_id in env.ids:
+        a.trigger(db_id)
+    a.shutdown(120)
+    env.assert_complete()
+    ds = open_archive(f"parquet+{tmp_path / 'ds'}")
+    keys = sorted(ds.iter_job_keys())
+    assert keys == sorted(env.arch.iter_job_keys())
+    for key in keys[:3]:
+        assert ds.load_meta_bytes(key) == env.arch.load_meta_bytes(key)
+        assert ds.load_data_bytes(key) == env.arch.load_data_bytes(key)

@@ -21,6 +21,7 @@ from .statistics import StatisticsReport, compute_data_statistics, finalize_job
 
 if TYPE_CHECKING:
     from .backends import Archive
+    from .backends.parquet import ParquetSink
     from .cluster import Cluster
     from .sources.base import MetricSource
 
@@ -105,8 +106,12 @@ def archive_loaded(
     cluster: Cluster,
     phases: dict[str, float] | None = None,
     warnings: list[str] | None = None,
+    sink: ParquetSink | None = None,
 ) -> ArchiveResult:
-    """Statistics, encoding and the write for data that is already in memory (import, replay)."""
+    """Statistics, encoding and the write for data that is already in memory (import, replay).
+
+    With a Parquet ``sink`` the job is also added to the dataset (written at the sink's next flush).
+    """
     phases = phases if phases is not None else {}
     timer = _Timer(phases)
     report = StatisticsReport(warnings=list(warnings or []))
@@ -119,6 +124,7 @@ def archive_loaded(
     if archive is None:
         with timer("encode"):
             result.raw_data_bytes = sum(len(piece) for piece in iter_job_data(data))
+        _add_to_sink(sink, result, timer)
         return result
     with timer("write"):
         if not archive.has_cluster(cluster.name):
@@ -143,7 +149,14 @@ def archive_loaded(
         phases["write"] = phases.get("write", 0.0) + io_s
     result.path, result.bytes_written = written.path, written.bytes_written
     result.raw_data_bytes = written.raw_data_bytes
+    _add_to_sink(sink, result, timer)
     return result
+
+
+def _add_to_sink(sink: ParquetSink | None, result: ArchiveResult, timer: _Timer) -> None:
+    if sink is not None:
+        with timer("parquet"):
+            sink.add(result.job, result.data)
 
 
 def archive_job(
@@ -154,6 +167,7 @@ def archive_job(
     cluster: Cluster,
     core_scope_max_nodes: int = 8,
     cancelled: Callable[[], bool] | None = None,
+    sink: ParquetSink | None = None,
 ) -> ArchiveResult:
     """Load a finished job's metrics from ``source``, compute statistics, write it to ``archive``.
 
@@ -168,4 +182,5 @@ def archive_job(
         )
     if cancelled is not None and cancelled():
         raise CancelledError(f"{job.label}: cancelled before writing")
-    return archive_loaded(job, data, archive=archive, cluster=cluster, phases=phases, warnings=load_report.missing)
+    return archive_loaded(job, data, archive=archive, cluster=cluster, phases=phases,
+                          warnings=load_report.missing, sink=sink)

@@ -47,6 +47,9 @@ class WorkerConfig:
     source: dict[str, Any] = field(default_factory=lambda: {"kind": "synthetic"})
     storage_options: dict[str, Any] = field(default_factory=dict)
     core_scope_max_nodes: int = 8
+    #: also write every archived job to this Parquet dataset (``parquet+URL``); JSON stays the
+    #: durable record, the dataset is flushed when the queue is idle and at exit
+    parquet_url: str | None = None
     log_level: int = logging.WARNING
     log_format: str = "plain"
 
@@ -140,7 +143,8 @@ def archive_one(ref: JobRef, cfg: WorkerConfig, env: dict[str, Any], cancelled: 
         if cancelled():
             raise CancelledError(f"{job.label}: cancelled before loading")
         result = archive_job(job, source=source, archive=archive, cluster=cluster,  # 2-4
-                             core_scope_max_nodes=cfg.core_scope_max_nodes, cancelled=cancelled)
+                             core_scope_max_nodes=cfg.core_scope_max_nodes, cancelled=cancelled,
+                             sink=env.get("sink"))
         t0 = time.perf_counter()
         final = result.job
         jobdb.mark_archived(ref.db_id, final.footprint or {}, final.energy_footprint or {}, final.energy)  # 5
@@ -167,11 +171,24 @@ def open_environment(cfg: WorkerConfig) -> dict[str, Any]:
     from .jobdb import JobDB
     from .sources.registry import source_from_spec
 
-    return {
+    env: dict[str, Any] = {
         "jobdb": JobDB(cfg.job_db),
         "archive": open_archive(cfg.archive_url, storage_options=cfg.storage_options),
         "source": source_from_spec(cfg.source),
     }
+    if cfg.parquet_url:
+        env["sink"] = open_archive(cfg.parquet_url, create=True).sink()  # type: ignore[attr-defined]
+    return env
+
+
+def flush_sink(env: dict[str, Any]) -> None:
+    """Write buffered Parquet rows; a failure is logged (JSON is the record; convert backfills)."""
+    sink = env.get("sink")
+    if sink is not None and sink.pending:
+        try:
+            sink.flush()
+        except Exception:  # noqa: BLE001
+            log.exception("Parquet flush failed; `ccarchive convert` can backfill the dataset")
 
 
 def worker_main(cfg: WorkerConfig, queue: Any, results: Any, cancel: Any) -> None:
@@ -201,10 +218,12 @@ def worker_main(cfg: WorkerConfig, queue: Any, results: Any, cancel: Any) -> Non
         try:
             ref = queue.get(timeout=1.0)
         except Empty:
+            flush_sink(env)
             if os.getppid() != parent:
                 return
             continue
         if ref is None:
+            flush_sink(env)
             break
         if cancelled():
             results.send(Message("cancelled", ref.db_id, ref.attempt, reason="cancelled",
