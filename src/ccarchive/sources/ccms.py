@@ -35,7 +35,16 @@ import numpy as np
 from ..errors import FormatError, InputError
 from ..model import JobMetric
 from .base import FetchResult, SeriesRequest
-from .http import HttpClient, HttpStatusError, JobGrid, TimeoutPolicy, check_http_spec, place, run_bounded
+from .http import (
+    HttpClient,
+    HttpStatusError,
+    JobGrid,
+    TimeoutPolicy,
+    check_http_spec,
+    pack_requests,
+    place,
+    run_bounded,
+)
 
 if TYPE_CHECKING:
     from ..cluster import Cluster, MetricConfig
@@ -131,18 +140,7 @@ class CCMetricStoreSource:
     def _plan(self, reqs: list[SeriesRequest], grid: JobGrid, scope: str, metric: str, *,
               single_ids: bool) -> list[_Request]:
         """Pack hosts into groups and the grid into windows so no request exceeds max_points."""
-        widest = max((len(r.ids) if r.ids is not None else 1 for r in reqs), default=1)
-        window = max(1, min(grid.n, self.max_points // max(1, widest)))
-        per_group = max(1, self.max_points // window)
-        groups: list[list[SeriesRequest]] = []
-        size = 0
-        for r in reqs:
-            s = len(r.ids) if r.ids is not None else 1
-            if not groups or size + s > per_group:
-                groups.append([])
-                size = 0
-            groups[-1].append(r)
-            size += s
+        window, groups = pack_requests(reqs, grid.n, self.max_points)
         out = []
         for k0, k1 in grid.windows(window):
             for g in groups:

@@ -259,3 +259,25 @@ def check_http_spec(spec: dict[str, Any], known: set[str], what: str) -> tuple[s
             raise InputError(f"{what} source: environment variable {env!r} (token-env) is not set")
         token = os.environ[env]
     return url, str(token)
+
+
+def pack_requests(
+    requests: list[Any], n_steps: int, max_points: int, max_window: int | None = None
+) -> tuple[int, list[list[Any]]]:
+    """Split a fetch so no request exceeds ``max_points`` samples: returns the time-window length
+    (in grid steps) and the host groups (each a list of SeriesRequest) to combine with every window."""
+    widest = max((len(r.ids) if r.ids is not None else 1 for r in requests), default=1)
+    window = max(1, min(n_steps, max_points // max(1, widest)))
+    if max_window is not None:
+        window = min(window, max_window)
+    per_group = max(1, max_points // window)
+    groups: list[list[Any]] = []
+    size = 0
+    for r in requests:
+        s = len(r.ids) if r.ids is not None else 1
+        if not groups or size + s > per_group:
+            groups.append([])
+            size = 0
+        groups[-1].append(r)
+        size += s
+    return window, groups

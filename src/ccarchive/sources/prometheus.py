@@ -39,7 +39,16 @@ import numpy as np
 from ..errors import FormatError, InputError
 from ..model import JobMetric
 from .base import FetchResult, SeriesRequest
-from .http import HttpClient, HttpStatusError, JobGrid, TimeoutPolicy, check_http_spec, place, run_bounded
+from .http import (
+    HttpClient,
+    HttpStatusError,
+    JobGrid,
+    TimeoutPolicy,
+    check_http_spec,
+    pack_requests,
+    place,
+    run_bounded,
+)
 
 if TYPE_CHECKING:
     from ..cluster import Cluster, MetricConfig
@@ -117,20 +126,7 @@ class PrometheusSource:
         id_of = {(r.hostname, label_of(i)): i for r in requests for i in (r.ids or ())}
 
         # windows: whole job per host group if it fits, else time windows (<= 11,000 steps for range)
-        widest = max((len(r.ids) if r.ids is not None else 1 for r in requests), default=1)
-        window = max(1, min(grid.n, self.max_points // widest))
-        if not raw:
-            window = min(window, MAX_STEPS)
-        per_group = max(1, self.max_points // window)
-        groups: list[list[SeriesRequest]] = []
-        size = 0
-        for r in requests:
-            s = len(r.ids) if r.ids is not None else 1
-            if not groups or size + s > per_group:
-                groups.append([])
-                size = 0
-            groups[-1].append(r)
-            size += s
+        window, groups = pack_requests(requests, grid.n, self.max_points, None if raw else MAX_STEPS)
         work = [_Window(tuple(g), k0, k1) for k0, k1 in grid.windows(window) for g in groups]
         what = f"{job.label}: metric {metric.name}"
 
