@@ -170,3 +170,76 @@ def test_failing_object_store_discards_upload(fritz_cluster, monkeypatch) -> Non
     gc.collect()
     assert events == ["discard"]
     assert not arch.exists(job)
+
+
+# -- the streamed archiver: load -> statistics -> encode -> write one metric at a time -------------
+def test_chunked_loading_gives_the_same_bytes(tmp_path: Path, fritz_cluster, monkeypatch) -> None:
+    """Host chunks (here one host per fetch) aggregate to exactly what one fetch per metric gives."""
+    from ccarchive import loading
+    from ccarchive.core import archive_job
+
+    job = synthetic_job(fritz_cluster, "main", 91, 1_700_000_000, 3, 2 * 3600)
+    whole = archive_job(job, source=SyntheticSource(), archive=None, cluster=fritz_cluster)
+    fetches: list[int] = []
+    source = SyntheticSource()
+    original_fetch = source.fetch
+
+    def counting_fetch(*args, **kwargs):
+        fetches.append(len(args[-1]))
+        return original_fetch(*args, **kwargs)
+
+    monkeypatch.setattr(source, "fetch", counting_fetch)
+    monkeypatch.setattr(loading, "NATIVE_CHUNK_SAMPLES", 1)
+    arch = open_archive(str(tmp_path), create=True)
+    chunked = archive_job(job, source=source, archive=arch, cluster=fritz_cluster, keep_data=False)
+    assert set(fetches) == {1}  # every fetch asked for one host
+    assert arch.load_data_bytes(job) == encode_job_data(whole.data)
+    assert encode_job_meta(chunked.job) == encode_job_meta(whole.job)
+    assert chunked.job.statistics == whole.job.statistics and chunked.job.footprint == whole.job.footprint
+
+
+def test_one_metric_in_memory_at_a_time(tmp_path: Path, fritz_cluster, monkeypatch) -> None:
+    """With keep_data=False a metric's arrays are gone before the next metric is fetched."""
+    import weakref
+
+    from ccarchive import loading
+    from ccarchive.core import archive_job
+
+    job = synthetic_job(fritz_cluster, "main", 92, 1_700_000_000, 4, 3600)
+    alive: list[tuple[str, weakref.ref]] = []
+    overlaps: list[str] = []
+    original = loading.JobLoader.load_metric
+
+    def tracking(self, name):
+        overlaps.extend(f"{prev} alive while loading {name}" for prev, ref in alive if ref() is not None)
+        scopes = original(self, name)
+        alive.extend((name, weakref.ref(b.data)) for b in scopes.values())
+        return scopes
+
+    monkeypatch.setattr(loading.JobLoader, "load_metric", tracking)
+    res = archive_job(job, source=SyntheticSource(), archive=open_archive(str(tmp_path), create=True),
+                      cluster=fritz_cluster, keep_data=False)
+    assert len(alive) >= 10 and not overlaps, overlaps
+    node = res.data["cpu_load"]["node"]  # the result keeps series names and statistics, no samples
+    assert node.data.shape == (4, 0) and node.statistics is not None and node.statistics.shape == (4, 3)
+
+
+def test_failure_in_a_later_metric_writes_nothing(tmp_path: Path, fritz_cluster) -> None:
+    """The data file is complete before meta.json is written: an error mid-stream leaves no entry."""
+    from ccarchive.core import archive_job
+    from ccarchive.errors import TransientError
+
+    job = synthetic_job(fritz_cluster, "main", 93, 1_700_000_000, 2, 4 * 3600)
+
+    class FailsLate(SyntheticSource):
+        def fetch(self, job, cluster, metric, scope, requests):
+            if metric.name > "mem":  # after several metrics went into the compressor
+                raise TransientError(f"{job.label}: metric store went away at {metric.name}")
+            return super().fetch(job, cluster, metric, scope, requests)
+
+    arch = open_archive(str(tmp_path), create=True)
+    with pytest.raises(TransientError, match="went away"):
+        archive_job(job, source=FailsLate(), archive=arch, cluster=fritz_cluster, keep_data=False)
+    assert not arch.exists(job)
+    leftovers = [p for p in tmp_path.rglob("*") if p.is_file() and p.name not in ("version.txt", "cluster.json")]
+    assert leftovers == []

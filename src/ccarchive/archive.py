@@ -21,7 +21,7 @@ import os
 import posixpath
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import chain
 from typing import TYPE_CHECKING, Any
@@ -206,11 +206,13 @@ class JobArchive:
         return WriteResult(d, name, len(payload) + len(meta), len(encoded_data))
 
     def write_stream(
-        self, job: Job, pieces: Iterable[bytes], meta: bytes, *,
+        self, job: Job | JobKey, pieces: Iterable[bytes], meta: bytes | Callable[[], bytes], *,
         level: int = DEFAULT_LEVEL, threads: int = DEFAULT_THREADS,
     ) -> WriteResult:
         """Like :meth:`write_encoded`, but data.json arrives in pieces (``iter_job_data``) and is
         gzipped into the destination as it comes, so the job's whole JSON text is never in memory.
+        ``meta`` may be a callable, called once the data is written: the streamed archiver knows
+        the job's statistics only after the last metric went by.
 
         The 2000-byte rule needs only the first pieces: they are held until the text is known to
         exceed it (then gzip) or ends (then plain data.json).  Same ordering and atomicity as
@@ -226,15 +228,16 @@ class JobArchive:
             if should_gzip(size):
                 break
         if not should_gzip(size):
-            return self.write_encoded(job, b"".join(head), meta)
+            return self.write_encoded(job, b"".join(head), meta if isinstance(meta, bytes) else meta())
         d = self.job_dir(job)
         self._remove_leftovers(d)
         raw, stored, io_s = self._put_gzip_stream(posixpath.join(d, "data.json.gz"), chain(head, it), level, threads)
+        meta_bytes = meta if isinstance(meta, bytes) else meta()
         t0 = time.perf_counter()
         self._remove(posixpath.join(d, "data.json"))
-        self._put(posixpath.join(d, "meta.json"), meta)
+        self._put(posixpath.join(d, "meta.json"), meta_bytes)
         io_s += time.perf_counter() - t0
-        return WriteResult(d, "data.json.gz", stored + len(meta), raw, {"write": io_s})
+        return WriteResult(d, "data.json.gz", stored + len(meta_bytes), raw, {"write": io_s})
 
     def _put_gzip_stream(
         self, path: str, chunks: Iterator[bytes], level: int, threads: int

@@ -12,14 +12,15 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .errors import CancelledError, InputError
-from .formats.data import encode_job_data, iter_job_data
+from .errors import InputError
+from .formats.data import iter_data_entries
 from .formats.meta import encode_job_meta
-from .loading import load_job_data
-from .model import Job, JobData
-from .statistics import StatisticsReport, compute_data_statistics, finalize_job
+from .loading import JobLoader
+from .model import Job, JobData, JobMetric
+from .statistics import StatisticsReport, compute_block_statistics, finalize_job
 
 if TYPE_CHECKING:
+    from .archive import WriteResult
     from .backends import Archive
     from .backends.parquet import ParquetSink
     from .cluster import Cluster
@@ -98,6 +99,98 @@ def _timed(pieces: Iterable[bytes], seconds: list[float]) -> Iterator[bytes]:
         yield piece
 
 
+Entries = Iterator[tuple[str, dict[str, JobMetric]]]
+
+
+def _with_statistics(entries: Iterable[tuple[str, dict[str, JobMetric]]], timer: _Timer,
+                     report: StatisticsReport, summary: JobData, keep_data: bool) -> Entries:
+    """Compute each metric's statistics as it arrives and pass it on to the encoder; afterwards keep
+    only what the job statistics need (``summary``) unless ``keep_data``, so one metric's arrays are
+    alive at a time."""
+    for name, scopes in entries:
+        with timer("statistics"):
+            for scope in sorted(scopes):
+                masked = compute_block_statistics(scopes[scope])
+                if masked:
+                    report.masked_samples[f"{name}/{scope}"] = masked
+                    report.warnings.append(
+                        f"{name} ({scope}): {masked} samples outside the float32 range treated as missing")
+        yield name, scopes
+        summary[name] = scopes if keep_data else {s: b.without_samples() for s, b in scopes.items()}
+        del scopes
+
+
+def _archive_entries(
+    job: Job,
+    entries: Iterable[tuple[str, dict[str, JobMetric]]],
+    *,
+    archive: Archive | None,
+    cluster: Cluster,
+    phases: dict[str, float],
+    warnings: list[str],
+    keep_data: bool = True,
+    sink: ParquetSink | None = None,
+) -> ArchiveResult:
+    """Statistics -> encode -> write for metrics arriving one by one in sorted order.
+
+    data.json goes metric by metric into the compressor and the file, so neither the job's whole
+    JSON text nor (without ``keep_data``) all its arrays are ever in memory; meta.json follows with
+    the job statistics gathered on the way.  ``warnings`` is read at the end: a loader appends
+    missing series to it while it is iterated."""
+    timer = _Timer(phases)
+    report = StatisticsReport()
+    summary: JobData = {}
+    finished: list[Job] = []
+    meta_s = [0.0]
+
+    def meta() -> bytes:
+        t0 = time.perf_counter()
+        finished.append(finalize_job(job, summary, cluster, report))
+        encoded = encode_job_meta(finished[-1])
+        meta_s[0] += time.perf_counter() - t0
+        return encoded
+
+    # Loading, statistics, encoding, compression and I/O interleave in one stream: the encoder's
+    # share is the time spent producing pieces minus the loading and statistics done inside it.
+    before = phases.get("load", 0.0) + phases.get("statistics", 0.0)
+    produced = [0.0]
+    pieces = _timed(iter_data_entries(_with_statistics(entries, timer, report, summary, keep_data)), produced)
+    written: WriteResult | None = None
+    if archive is None:
+        raw = sum(len(piece) for piece in pieces)
+        meta()
+    else:
+        with timer("write"):
+            if not archive.has_cluster(cluster.name):
+                archive.store_cluster(cluster)
+        write_stream = getattr(archive, "write_stream", None)
+        if write_stream is None:  # backends that store whole payloads (SQLite, Parquet)
+            encoded = b"".join(pieces)
+            meta_bytes = meta()
+            with timer("write"):
+                written = archive.write_encoded(finished[-1], encoded, meta_bytes)
+            raw = len(encoded)
+            del encoded
+        else:
+            t0 = time.perf_counter()
+            written = write_stream(job, pieces, meta)
+            total = time.perf_counter() - t0
+            io_s = written.phases.get("write", 0.0)
+            phases["compress"] = phases.get("compress", 0.0) + max(0.0, total - produced[0] - meta_s[0] - io_s)
+            phases["write"] = phases.get("write", 0.0) + io_s
+            raw = written.raw_data_bytes
+    inside = phases.get("load", 0.0) + phases.get("statistics", 0.0) - before
+    phases["encode"] = phases.get("encode", 0.0) + max(0.0, produced[0] - inside) + meta_s[0]
+    result = ArchiveResult(finished[-1], summary, phases=phases, warnings=list(warnings) + report.warnings,
+                           raw_data_bytes=raw)
+    if written is not None:
+        result.path, result.bytes_written = written.path, written.bytes_written
+    if sink is not None:
+        with timer("parquet"):
+            sink.add(result.job, result.data)
+    return result
+
+
 def archive_loaded(
     job: Job,
     data: JobData,
@@ -112,51 +205,9 @@ def archive_loaded(
 
     With a Parquet ``sink`` the job is also added to the dataset (written at the sink's next flush).
     """
-    phases = phases if phases is not None else {}
-    timer = _Timer(phases)
-    report = StatisticsReport(warnings=list(warnings or []))
-    with timer("statistics"):
-        compute_data_statistics(data, report)
-        final = finalize_job(job, data, cluster, report)
-    with timer("encode"):
-        meta = encode_job_meta(final)
-    result = ArchiveResult(final, data, phases=phases, warnings=report.warnings)
-    if archive is None:
-        with timer("encode"):
-            result.raw_data_bytes = sum(len(piece) for piece in iter_job_data(data))
-        _add_to_sink(sink, result, timer)
-        return result
-    with timer("write"):
-        if not archive.has_cluster(cluster.name):
-            archive.store_cluster(cluster)
-    write_stream = getattr(archive, "write_stream", None)
-    if write_stream is None:  # backends that store whole payloads (SQLite, Parquet)
-        with timer("encode"):
-            encoded = encode_job_data(data)
-        with timer("write"):
-            written = archive.write_encoded(final, encoded, meta)
-    else:
-        # data.json goes metric by metric into the compressor and the file: the job's whole text
-        # is never in memory.  Encoding, compression and I/O interleave, so they are told apart
-        # by timing the encoder's pieces and the writer's I/O; compression is the rest.
-        encode_s = [0.0]
-        t0 = time.perf_counter()
-        written = write_stream(final, _timed(iter_job_data(data), encode_s), meta)
-        total = time.perf_counter() - t0
-        io_s = written.phases.get("write", 0.0)
-        phases["encode"] = phases.get("encode", 0.0) + encode_s[0]
-        phases["compress"] = phases.get("compress", 0.0) + max(0.0, total - encode_s[0] - io_s)
-        phases["write"] = phases.get("write", 0.0) + io_s
-    result.path, result.bytes_written = written.path, written.bytes_written
-    result.raw_data_bytes = written.raw_data_bytes
-    _add_to_sink(sink, result, timer)
-    return result
-
-
-def _add_to_sink(sink: ParquetSink | None, result: ArchiveResult, timer: _Timer) -> None:
-    if sink is not None:
-        with timer("parquet"):
-            sink.add(result.job, result.data)
+    return _archive_entries(job, ((m, data[m]) for m in sorted(data)), archive=archive, cluster=cluster,
+                            phases=phases if phases is not None else {}, warnings=list(warnings or []),
+                            sink=sink)
 
 
 def archive_job(
@@ -168,19 +219,31 @@ def archive_job(
     core_scope_max_nodes: int = 8,
     cancelled: Callable[[], bool] | None = None,
     sink: ParquetSink | None = None,
+    keep_data: bool = True,
 ) -> ArchiveResult:
     """Load a finished job's metrics from ``source``, compute statistics, write it to ``archive``.
 
     Returns the job as archived (statistics, footprint, energy, ``monitoringStatus`` 3) with its
-    data.  With ``archive=None`` nothing is written (dry run / analysis).
+    data.  With ``archive=None`` nothing is written (dry run / analysis).  The job is streamed:
+    each metric is loaded, summarised, encoded and written before the next one is fetched; with
+    ``keep_data=False`` (the archiving worker) its sample arrays are dropped afterwards, so memory
+    stays at about one metric's arrays however large the job (``result.data`` then holds the
+    series and their statistics without samples).
     """
     check_job(job, cluster)
     phases: dict[str, float] = {}
-    with _Timer(phases)("load"):
-        data, load_report = load_job_data(
-            job, cluster, source, core_scope_max_nodes=core_scope_max_nodes, cancelled=cancelled
-        )
-    if cancelled is not None and cancelled():
-        raise CancelledError(f"{job.label}: cancelled before writing")
-    return archive_loaded(job, data, archive=archive, cluster=cluster, phases=phases,
-                          warnings=load_report.missing, sink=sink)
+    loader = JobLoader(job, cluster, source, core_scope_max_nodes=core_scope_max_nodes, cancelled=cancelled)
+    timer = _Timer(phases)
+
+    def loaded() -> Entries:
+        it = iter(loader)
+        while True:
+            with timer("load"):
+                entry = next(it, None)
+            if entry is None:
+                return
+            yield entry
+            del entry
+
+    return _archive_entries(job, loaded(), archive=archive, cluster=cluster, phases=phases,
+                            warnings=loader.report.missing, keep_data=keep_data or sink is not None, sink=sink)

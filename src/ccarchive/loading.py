@@ -9,7 +9,7 @@ series.  Missing hosts and metrics are collected as warnings; only a job without
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -78,18 +78,160 @@ def _aggregate_plan(plan: ScopePlan, native: JobMetric) -> JobMetric | None:
     if not hostnames:
         return None
     rows_arr = np.asarray(member_rows, dtype=np.int64)
-    if len(rows_arr) == len(hostnames):  # one member each: a reordering, no arithmetic
-        data = np.ascontiguousarray(native.data[rows_arr])
-        lengths = np.ascontiguousarray(native.lengths[rows_arr])
+    if len(rows_arr) == native.num_series and np.array_equal(rows_arr, np.arange(len(rows_arr))):
+        members = np.ascontiguousarray(native.data, dtype=np.float64)  # all fetched rows, in order: no copy
+        member_lengths = np.ascontiguousarray(native.lengths, dtype=np.int64)
     else:
-        data, lengths = aggregate(
-            np.ascontiguousarray(native.data[rows_arr]),
-            np.ascontiguousarray(native.lengths[rows_arr]),
-            np.asarray(groups, dtype=np.int64),
-            len(hostnames),
-            _AGG_MODE.get(plan.metric.aggregation, 0),
-        )
+        members = np.ascontiguousarray(native.data[rows_arr], dtype=np.float64)
+        member_lengths = np.ascontiguousarray(native.lengths[rows_arr], dtype=np.int64)
+    if len(rows_arr) == len(hostnames):  # one member each: no arithmetic
+        data, lengths = members, member_lengths
+    else:
+        data, lengths = aggregate(members, member_lengths, np.asarray(groups, dtype=np.int64), len(hostnames),
+                                  _AGG_MODE.get(plan.metric.aggregation, 0))
     return JobMetric(native.unit, native.timestep, hostnames, ids, data, lengths)
+
+
+#: A native fetch covers at most this many samples (2 MiB of float64; a host with more is fetched
+#: alone): node-scope series of hwthread metrics are aggregated from native data 72x their size
+#: (64 nodes x 72 hwthreads x 7 days = 370 MB for one metric), which must never be in memory whole.
+NATIVE_CHUNK_SAMPLES = 1 << 18
+
+
+def host_chunks(requests: list[SeriesRequest], samples_per_series: int,
+                budget: int | None = None) -> list[list[SeriesRequest]]:
+    """Consecutive groups of ``requests`` of at most ``budget`` samples each (at least one host;
+    default :data:`NATIVE_CHUNK_SAMPLES`)."""
+    budget = NATIVE_CHUNK_SAMPLES if budget is None else budget
+    chunks: list[list[SeriesRequest]] = []
+    size = budget
+    for req in requests:
+        n = (1 if req.ids is None else len(req.ids)) * samples_per_series
+        if size + n > budget:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(req)
+        size += n
+    return chunks
+
+
+class _Rows:
+    """The series of one (metric, scope), filled host chunk by host chunk into one array allocated
+    for all planned series: no list of parts, no final concatenation.  A metric fetched in a single
+    chunk is passed through as it is."""
+
+    def __init__(self, capacity: int, chunks: int) -> None:
+        self.capacity, self.chunks = capacity, chunks
+        self.first: JobMetric | None = None
+        self.data = np.empty((capacity, 0))
+        self.lengths = np.zeros(capacity, dtype=np.int64)
+        self.hostnames: list[str] = []
+        self.ids: list[str | None] = []
+
+    def add(self, block: JobMetric) -> None:
+        if self.first is None:
+            self.first = block.without_samples()
+            if self.chunks == 1:
+                self.first = block
+                return
+        r, n, width = len(self.hostnames), block.num_series, block.data.shape[1]
+        if width > self.data.shape[1]:  # the first block, or a longer series than before (rare)
+            wider = np.full((self.capacity, width), np.nan)
+            wider[:, : self.data.shape[1]] = self.data
+            self.data = wider
+        self.data[r : r + n, :width] = block.data
+        self.lengths[r : r + n] = block.lengths
+        self.hostnames += block.hostnames
+        self.ids += block.ids
+
+    def block(self) -> JobMetric:
+        assert self.first is not None
+        if self.chunks == 1:
+            return self.first
+        n = len(self.hostnames)  # fewer than planned when hosts had no data; a row slice stays contiguous
+        return JobMetric(self.first.unit, self.first.timestep, self.hostnames, self.ids,
+                         self.data[:n], self.lengths[:n].copy())
+
+
+class JobLoader:
+    """A job's metric data, one metric at a time in the archive's (sorted) order.
+
+    Iterating yields ``(metric, {scope: JobMetric})`` for every metric with data, so the archiver
+    can compute, encode and write one metric and drop its arrays before the next is fetched; the
+    native series are fetched in host chunks (:data:`NATIVE_CHUNK_SAMPLES`) and aggregated chunk by
+    chunk.  Missing hosts and metrics go to ``report.missing``; when iteration ends without any
+    data, :class:`NoDataError` is raised.
+    """
+
+    def __init__(self, job: Job, cluster: Cluster, source: MetricSource, *, core_scope_max_nodes: int = 8,
+                 cancelled: Callable[[], bool] | None = None, report: LoadReport | None = None) -> None:
+        self.job, self.cluster, self.source = job, cluster, source
+        self.core_scope_max_nodes = core_scope_max_nodes
+        self.cancelled = cancelled
+        self.report = report if report is not None else LoadReport()
+        self.plans: dict[str, list[ScopePlan]] = {}
+        for p in plan_job(job, cluster, core_scope_max_nodes=core_scope_max_nodes):
+            self.plans.setdefault(p.metric.name, []).append(p)
+
+    def _whole_job(self) -> JobData | None:
+        """Sources whose stored data is already at the effective scopes (the archive replay) may
+        offer ``load_job(job, cluster, core_scope_max_nodes=...) -> (JobData, missing) | None``."""
+        load_whole = getattr(self.source, "load_job", None)
+        whole = load_whole(self.job, self.cluster, core_scope_max_nodes=self.core_scope_max_nodes) \
+            if load_whole else None
+        if whole is None:
+            return None
+        self.report.missing.extend(whole[1])
+        return whole[0]
+
+    def load_metric(self, name: str) -> dict[str, JobMetric]:
+        """The planned series of one metric per effective scope (empty when it has no data)."""
+        if self.cancelled is not None and self.cancelled():
+            from .errors import CancelledError
+
+            raise CancelledError(f"{self.job.label}: cancelled while loading {name}")
+        mplans = self.plans[name]
+        metric = mplans[0].metric  # all plans of a metric share the native scope: one fetch per chunk
+        samples = self.job.duration // max(1, metric.timestep) + 1
+        parts: dict[str, _Rows] = {}
+        fetched = False
+        chunks = host_chunks(native_requests(mplans), samples)
+        for chunk in chunks:
+            result = self.source.fetch(self.job, self.cluster, metric, mplans[0].native_scope, chunk)
+            for host, sid, reason in result.missing:
+                where = host if sid is None else f"{host} id {sid}"
+                self.report.missing.append(f"{name}: no data for {where}: {reason}")
+            if result.block is None or result.block.num_series == 0:
+                fetched = fetched or bool(result.missing)
+                continue
+            fetched = True
+            for plan in mplans:
+                block = _aggregate_plan(plan, result.block)
+                if block is not None:
+                    parts.setdefault(plan.scope, _Rows(len(plan.series), len(chunks))).add(block)
+            del result, block  # not alive while the next chunk is fetched
+        if not fetched:
+            self.report.missing.append(f"{name}: no data")
+        return {scope: rows.block() for scope, rows in parts.items()}
+
+    def __iter__(self) -> Iterator[tuple[str, dict[str, JobMetric]]]:
+        whole = self._whole_job()
+        found = False
+        if whole is not None:
+            for name in sorted(whole):
+                found = found or bool(whole[name])
+                yield name, whole[name]
+        else:
+            for name in sorted(self.plans):
+                scopes = self.load_metric(name)
+                if scopes:
+                    found = True
+                    yield name, scopes
+                del scopes  # not alive while the next metric is fetched
+        for line in self.report.missing:
+            log.warning("%s: %s", self.job.label, line)
+        if not found:
+            raise NoDataError(f"{self.job.label}: the metric source returned no data for any metric")
 
 
 def load_job_data(
@@ -101,47 +243,5 @@ def load_job_data(
     cancelled: Callable[[], bool] | None = None,
 ) -> tuple[JobData, LoadReport]:
     """Fetch and aggregate all metrics of a job; raises NoDataError when nothing came back."""
-    report = LoadReport()
-    # -- whole-job sources (issue 4): a source whose stored data is already at the effective
-    # scopes (the archive replay) may offer load_job(job, cluster, core_scope_max_nodes=...)
-    # -> (JobData, missing lines) or None (= load through fetch as below).
-    load_whole = getattr(source, "load_job", None)
-    whole = load_whole(job, cluster, core_scope_max_nodes=core_scope_max_nodes) if load_whole else None
-    if whole is not None:
-        report.missing.extend(whole[1])
-        for line in report.missing:
-            log.warning("%s: %s", job.label, line)
-        if not whole[0]:
-            raise NoDataError(f"{job.label}: the metric source returned no data for any metric")
-        return whole[0], report
-    # -- end of whole-job sources
-    plans = plan_job(job, cluster, core_scope_max_nodes=core_scope_max_nodes)
-    by_metric: dict[str, list[ScopePlan]] = {}
-    for p in plans:
-        by_metric.setdefault(p.metric.name, []).append(p)
-    data: JobData = {}
-    for name, mplans in by_metric.items():
-        if cancelled is not None and cancelled():
-            from .errors import CancelledError
-
-            raise CancelledError(f"{job.label}: cancelled while loading {name}")
-        # One fetch per (metric, native scope): all plans of a metric share the native scope.
-        native_scope = mplans[0].native_scope
-        requests = native_requests(mplans)
-        result = source.fetch(job, cluster, mplans[0].metric, native_scope, requests)
-        for host, sid, reason in result.missing:
-            where = host if sid is None else f"{host} id {sid}"
-            report.missing.append(f"{name}: no data for {where}: {reason}")
-        if result.block is None or result.block.num_series == 0:
-            if not result.missing:
-                report.missing.append(f"{name}: no data")
-            continue
-        for plan in mplans:
-            block = _aggregate_plan(plan, result.block)
-            if block is not None:
-                data.setdefault(name, {})[plan.scope] = block
-    if not data:
-        raise NoDataError(f"{job.label}: the metric source returned no data for any metric")
-    for line in report.missing:
-        log.warning("%s: %s", job.label, line)
-    return data, report
+    loader = JobLoader(job, cluster, source, core_scope_max_nodes=core_scope_max_nodes, cancelled=cancelled)
+    return dict(loader), loader.report

@@ -182,6 +182,13 @@ class JobMetric:
         """The samples of series ``i`` (a view, without padding)."""
         return self.data[i, : int(self.lengths[i])]
 
+    def without_samples(self) -> JobMetric:
+        """This block's series names and statistics with the sample arrays dropped: what the job's
+        statistics need after the samples have been streamed into the archive."""
+        return JobMetric(self.unit, self.timestep, self.hostnames, self.ids,
+                         np.empty((self.num_series, 0)), np.zeros(self.num_series, dtype=np.int64),
+                         self.statistics, self.has_statistics, None)
+
     def to_arrow(self, metric: str = "", scope: str = "") -> Any:
         """This block as an Arrow table (one row per series, samples as list<float32>)."""
         import pyarrow as pa

@@ -73,7 +73,8 @@ class Message:
 
 
 def warm_up() -> None:
-    """Compile (or load from the on-disk cache) every kernel before taking jobs; only this
+    """Compile (or load from the on-disk cache) every kernel and start the compression threads
+    before taking jobs, so the first job costs no more than the next; only this
     process writes the JIT cache (concurrent first compiles into one cache can crash)."""
     import numpy as np
 
@@ -94,7 +95,14 @@ def warm_up() -> None:
     from .statistics import compute_block_statistics
 
     compute_block_statistics(block)
-    encode_job_data({"m": {"core": block}})
+    text = encode_job_data({"m": {"core": block}})
+    # start the compression threads and their allocator arenas now, not inside the first job
+    import io
+
+    from .formats.compress import BLOCK_BYTES, DEFAULT_THREADS, GzipBlockWriter
+
+    with GzipBlockWriter(io.BytesIO(), threads=DEFAULT_THREADS) as gz:
+        gz.write(text * (2 * DEFAULT_THREADS * BLOCK_BYTES // len(text) + 1))
 
 
 def _hook_payload(job: Any, path: str) -> dict[str, Any]:
@@ -144,7 +152,7 @@ def archive_one(ref: JobRef, cfg: WorkerConfig, env: dict[str, Any], cancelled: 
             raise CancelledError(f"{job.label}: cancelled before loading")
         result = archive_job(job, source=source, archive=archive, cluster=cluster,  # 2-4
                              core_scope_max_nodes=cfg.core_scope_max_nodes, cancelled=cancelled,
-                             sink=env.get("sink"))
+                             sink=env.get("sink"), keep_data=False)
         t0 = time.perf_counter()
         final = result.job
         jobdb.mark_archived(ref.db_id, final.footprint or {}, final.energy_footprint or {}, final.energy)  # 5

@@ -45,7 +45,7 @@ GZIP_THRESHOLD = 2000
 #: zlib-ng level 3: ~1.10x zlib 6 on real data at 7-10x its speed (table above).
 DEFAULT_LEVEL = 3
 #: Bytes per independently deflated block.
-BLOCK_BYTES = 1 << 20
+BLOCK_BYTES = 1 << 19
 #: Compression threads by default: every core (the caller's thread keeps encoding meanwhile).
 DEFAULT_THREADS = max(1, min(2, os.cpu_count() or 1))
 GZIP_MAGIC = b"\x1f\x8b"

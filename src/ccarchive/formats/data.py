@@ -20,7 +20,7 @@ The decoder accepts legacy files (pretty-printed, unsorted or unknown keys, seri
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -31,9 +31,9 @@ from ..model import FloatArray, JobData, JobMetric, StatsSeries, Unit
 from .gojson import go_string
 
 #: Flush the pending output once it reaches this size (bytes).
-CHUNK_BYTES = 1 << 20
+CHUNK_BYTES = 1 << 18
 #: Samples encoded per kernel call: bounds the kernel's scratch buffer (~7 bytes per sample).
-CHUNK_SAMPLES = 1 << 18
+CHUNK_SAMPLES = 1 << 16
 
 _UNSAFE_RAW = frozenset('"\\') | frozenset(chr(c) for c in range(0x20))
 
@@ -165,13 +165,23 @@ def iter_job_data(data: JobData) -> Iterator[bytes]:
         for scope, block in (scopes or {}).items():
             if block is not None and block.num_series:
                 _checked_statistics(block, f"{metric}/{scope}")
+    return iter_data_entries((metric, data[metric]) for metric in sorted(data))
+
+
+def iter_data_entries(entries: Iterable[tuple[str, dict[str, JobMetric] | None]]) -> Iterator[bytes]:
+    """data.json pieces for ``(metric, {scope: block})`` entries that arrive in sorted metric order,
+    possibly produced one at a time (the streamed archiver loads a metric only when its turn
+    comes).  A block is checked before its first piece; an error mid-way aborts the stream."""
     pending: list[bytes] = [b"{"]
     size = 1
-    for mi, metric in enumerate(sorted(data)):
-        scopes = data[metric]
+    previous: str | None = None
+    for metric, scopes in entries:
+        if previous is not None and metric <= previous:
+            raise FormatError(f"data.json: metric {metric!r} after {previous!r}: entries must be sorted and unique")
         if scopes is None:
             raise FormatError(f"data.json: metric {metric!r} has no scopes")
-        pending.append((("," if mi else "") + go_string(metric) + ":").encode())
+        pending.append((("," if previous is not None else "") + go_string(metric) + ":").encode())
+        previous = metric
         if not scopes:
             pending.append(b"{}")
             continue
@@ -190,6 +200,7 @@ def iter_job_data(data: JobData) -> Iterator[bytes]:
         pending.append(b"}")
         yield b"".join(pending)
         pending, size = [], 0
+        del scopes, block  # drop this metric's arrays before the next one is produced
     pending.append(b"}\n")
     yield b"".join(pending)
 

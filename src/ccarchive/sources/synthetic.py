@@ -146,15 +146,21 @@ class SyntheticSource:
             load = max(typical - 0.3, 0.05) * row
             values = _windows(metric_seed, n, 1, offsets, normal=True)
             values *= 0.02 * cap
-            values += cap * (0.3 + load * env)
+            for r in range(values.shape[0]):  # += cap * (0.3 + load * env), a row at a time: no block temporary
+                values[r : r + 1] += cap * (0.3 + load[r : r + 1] * env)
         elif "temp" in name or "clock" in name:
             level = cap * min(typical * 1.1, 0.97) * (0.95 + 0.04 * row)
             values = _scaled(_windows(metric_seed, n, 1, offsets, normal=True), 0.01 * cap / level, 1.0,
                              level, 1.0 - 0.05 * (env < 0.5))
         elif name.startswith(_NETWORK) or ("_bw" in name and "mem" not in name):
-            u = _windows(metric_seed, n, 3, offsets)
-            burst = (u < 0.03) * _windows(metric_seed, n, 4, offsets)
-            values = cap * (typical * 0.3 * row * u**3 + burst)
+            values = _windows(metric_seed, n, 3, offsets)  # cap * (0.3 typical row u^3 + burst), in place
+            burst = _windows(metric_seed, n, 4, offsets)
+            burst *= values < 0.03
+            values **= 3
+            values *= typical * 0.3 * row
+            values += burst
+            values *= cap
+            del burst
         else:
             values = _scaled(_windows(metric_seed, n, 1, offsets, normal=True), 0.05, 1.0,
                              cap * typical * row, env)
