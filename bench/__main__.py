@@ -19,7 +19,7 @@ from typing import Any
 
 import numba
 
-MODULES = ("memory", "kernels", "encode", "e2e")
+MODULES = ("memory", "kernels", "encode", "sources", "e2e")
 
 #: spec §8, statistics kernels
 BANDWIDTH_SHARE = 0.60
@@ -200,8 +200,9 @@ def main(argv: list[str] | None = None) -> int:
             e2e = sys.modules.get("bench.e2e")
             for name, r in (getattr(e2e, "RESULTS", {}) or {}).items():
                 shapes[name] = {k: r[k] for k in (
-                    "total_s", "baseline_total_s", "speedup", "bytes_out", "gzip_ratio_vs_zlib6",
-                    "idle_rss_bytes", "peak_rss_bytes", "loaded_rss_bytes", "jobs_per_s", "identical") if k in r}
+                    "total_s", "baseline_total_s", "archive_s", "baseline_archive_s", "speedup", "speedup_incl_load",
+                    "bytes_out", "json_bytes", "raw_array_bytes", "gzip_ratio_vs_zlib6", "gzip_level", "gzip_threads",
+                    "idle_rss_bytes", "peak_rss_bytes", "jobs_per_s", "identical") if k in r}
                 shapes[name]["phases_s"] = r.get("phases", {})
             json.dump({"machine": machine, "rows": rows, "budgets": budgets, "shapes": shapes}, f, indent=1)
     return 0

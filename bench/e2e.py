@@ -2,10 +2,14 @@
 jobs through the whole pipeline (queue, worker process, file archive, SQLite job DB).
 
 Why a child process per large shape: the worker's RSS is the budget (spec §8), so the job runs in a
-fresh spawned process that samples its own RSS on a thread (every 2 ms) -- idle after imports and
-warm-up, after the metric data is loaded, and the peak while archiving.  The straightforward
-implementation (numpy nan-functions, ``str`` formatting + ``json``, ``gzip`` level 6) runs on the
-same loaded data in the same child, and its decompressed output is compared byte for byte.
+fresh spawned process, set up as the worker is (imports, ``warm_up``), that samples its own RSS on a
+thread every 2 ms: idle before the job, peak while ``archive_job`` streams it metric by metric.
+Afterwards the straightforward implementation (numpy nan-functions, ``str`` formatting + ``json``,
+``gzip`` level 6, written to the spec §3 rules) loads the whole job the same way and archives it;
+its decompressed output is compared byte for byte.  The speedup budget compares the archiving
+phases (statistics to job DB): loading is the metric source's time -- with the synthetic stand-in
+mostly generating native hwthread samples -- and is shown, not judged, as in the Go figures of the
+issue (statistics, encoding, gzip, write).
 """
 
 from __future__ import annotations
@@ -238,14 +242,37 @@ def _zlib6_len(text: bytes) -> int:
     return n + len(c.flush())
 
 
-def run_shape(name: str, samples: int, baseline: bool = True) -> dict[str, Any]:
+def run_shape(name: str, samples: int, baseline: bool = True, gzip_threads: int | None = None) -> dict[str, Any]:
     ctx = multiprocessing.get_context("spawn")
     q = ctx.Queue()
     p = ctx.Process(target=_shape_child, args=(name, samples, baseline, q))
-    p.start()
+    saved = os.environ.get("CCARCHIVE_GZIP_THREADS")
+    if gzip_threads is not None:  # the child reads it at import
+        os.environ["CCARCHIVE_GZIP_THREADS"] = str(gzip_threads)
+    try:
+        p.start()
+    finally:
+        if gzip_threads is not None:
+            if saved is None:
+                del os.environ["CCARCHIVE_GZIP_THREADS"]
+            else:
+                os.environ["CCARCHIVE_GZIP_THREADS"] = saved
     row = q.get(timeout=1800)
     p.join()
     return row
+
+
+def _overlap_rows(name: str, samples: int, quick: bool, two: dict[str, Any]) -> list[dict[str, Any]]:
+    """The same shape with compression in the encoding thread: what overlapping it on a second
+    core buys (statistics and encoding of the next block run while the previous one deflates)."""
+    one = run_shape(name, samples, baseline=False, gzip_threads=1)
+    case = f"{name} ({samples} samples{', quick' if quick else ''})"
+    return [{"group": "e2e", "case": case, "impl": f"archiving, gzip threads {r['gzip_threads']}",
+             "seconds": r["archive_s"], "throughput": r["json_bytes"] / r["archive_s"] / 1e6, "unit": "MB/s of JSON",
+             "vs_baseline": one["archive_s"] / r["archive_s"],
+             "note": "vs 1 thread (no overlap); "
+                     + ", ".join(f"{k} {r['phases'].get(k, 0.0):.3f} s" for k in ("statistics", "encode", "compress"))}
+            for r in (one, two)]
 
 
 # -- small jobs through the whole pipeline ---------------------------------------------------------
@@ -319,7 +346,7 @@ def _rows(r: dict[str, Any], quick: bool, bandwidth_gbs: float) -> list[dict[str
                "throughput": share * 100, "unit": "% of raw arrays",
                "note": f"idle {r['idle_rss_bytes'] / 2**20:.0f} MiB, peak {r['peak_rss_bytes'] / 2**20:.0f} MiB "
                        f"(+{above / 2**20:.1f}); raw float64 arrays {r['raw_array_bytes'] / 2**20:.0f} MiB"}
-    if r["shape"].startswith("S2"):
+    if r["shape"].startswith("S2") and not quick:  # at quick sizes fixed buffers dominate: judged at full size
         rss_row["budget"] = "peak RSS above idle <= 1/4 of the raw float64 arrays"
         rss_row["pass"] = share <= RSS_SHARE_BUDGET
     rows.append(rss_row)
@@ -353,4 +380,6 @@ def run(quick: bool, shapes: list[str] | None = None) -> list[dict[str, Any]]:
         r = run_shape(name, samples, baseline=name != "S2-128")
         RESULTS[name] = r
         rows += _rows(r, quick, bandwidth_gbs)
+        if name == "S2" and r["gzip_threads"] > 1:
+            rows += _overlap_rows(name, samples, quick, r)
     return rows

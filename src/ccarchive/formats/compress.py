@@ -46,8 +46,9 @@ GZIP_THRESHOLD = 2000
 DEFAULT_LEVEL = 3
 #: Bytes per independently deflated block.
 BLOCK_BYTES = 1 << 19
-#: Compression threads by default: every core (the caller's thread keeps encoding meanwhile).
-DEFAULT_THREADS = max(1, min(2, os.cpu_count() or 1))
+#: Compression threads by default: every core up to two (the caller's thread keeps encoding
+#: meanwhile); ``CCARCHIVE_GZIP_THREADS`` overrides it (1 = no overlap, compress in the caller).
+DEFAULT_THREADS = max(1, int(os.environ.get("CCARCHIVE_GZIP_THREADS") or min(2, os.cpu_count() or 1)))
 GZIP_MAGIC = b"\x1f\x8b"
 #: magic, deflate, no flags, mtime 0, no extra flags, OS 255 (unknown: same bytes on every OS)
 _HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
