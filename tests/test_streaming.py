@@ -243,3 +243,48 @@ def test_failure_in_a_later_metric_writes_nothing(tmp_path: Path, fritz_cluster)
     assert not arch.exists(job)
     leftovers = [p for p in tmp_path.rglob("*") if p.is_file() and p.name not in ("version.txt", "cluster.json")]
     assert leftovers == []
+
+
+@pytest.mark.parametrize("url_kind", ["local", "memory"])
+@pytest.mark.parametrize("size", ["large", "small"])
+def test_rearchive_killed_before_meta_never_pairs_old_meta_with_new_data(
+        tmp_path: Path, fritz_cluster, monkeypatch, url_kind: str, size: str) -> None:
+    """Re-archiving: the old meta.json goes just before the new data replaces the old, so a writer
+    killed between data and meta leaves an incomplete entry, never a stale "complete" one; a write
+    that fails before the data is published leaves the old entry whole."""
+    url = str(tmp_path) if url_kind == "local" else f"memory://ccarchive-rearchive-{uuid.uuid4().hex}"
+    arch = open_archive(url, create=True)
+    hours = 4 if size == "large" else 0
+    job, old = _job_and_data(fritz_cluster, 2 if hours else 1, hours * 3600 + 60)
+    arch.write_stream(job, iter_job_data(old), encode_job_meta(job))
+    old_meta, old_data = arch.load_meta_bytes(job), arch.load_data_bytes(job)
+
+    # 1. the new data fails half-way: the old entry is untouched
+    def broken() -> Iterator[bytes]:
+        yield from list(iter_job_data(old))[:1]
+        raise OSError(28, "No space left on device")
+
+    if size == "large":
+        with pytest.raises(OSError):
+            arch.write_stream(job, broken(), encode_job_meta(job))
+        assert arch.exists(job) and arch.load_meta_bytes(job) == old_meta and arch.load_data_bytes(job) == old_data
+
+    # 2. killed after the new data is in, before meta.json
+    _, new = _job_and_data(fritz_cluster, 2 if hours else 1, hours * 3600 + 60, job_id=job.job_id)
+    for scopes in new.values():
+        for block in scopes.values():
+            block.data += 1.0
+    compute_data_statistics(new, StatisticsReport())
+    real_put = JobArchive._put
+
+    def killed_at_meta(self, path, payload, **kw):
+        if path.endswith("meta.json"):
+            raise KeyboardInterrupt("killed")
+        return real_put(self, path, payload, **kw)
+
+    monkeypatch.setattr(JobArchive, "_put", killed_at_meta)
+    with pytest.raises(KeyboardInterrupt):
+        arch.write_stream(job, iter_job_data(new), encode_job_meta(job))
+    monkeypatch.undo()
+    assert not arch.exists(job)  # incomplete: no meta.json beside the new data
+    assert arch.load_data_bytes(job) == encode_job_data(new)

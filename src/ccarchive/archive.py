@@ -118,8 +118,9 @@ class JobArchive:
             )
 
     # -- atomic object writes ----------------------------------------------------------------
-    def _put(self, path: str, payload: bytes) -> None:
-        """Write one object atomically: temp name + fsync + rename locally, one PUT elsewhere."""
+    def _put(self, path: str, payload: bytes, *, unpublish: str | None = None) -> None:
+        """Write one object atomically: temp name + fsync + rename locally, one PUT elsewhere.
+        ``unpublish`` (a job's old meta.json) is removed just before the object replaces the old one."""
         parent = posixpath.dirname(path)
         if self._local:
             os.makedirs(parent, exist_ok=True)
@@ -129,6 +130,8 @@ class JobArchive:
                     f.write(payload)
                     f.flush()
                     os.fsync(f.fileno())
+                if unpublish:
+                    self._remove(unpublish)
                 os.replace(tmp, path)
             except BaseException:
                 try:
@@ -138,6 +141,8 @@ class JobArchive:
                 raise
         else:
             self.fs.makedirs(parent, exist_ok=True)
+            if unpublish:
+                self._remove(unpublish)
             self.fs.pipe_file(path, payload)
 
     def _remove_leftovers(self, job_dir: str) -> None:
@@ -200,9 +205,12 @@ class JobArchive:
             name, stale, payload = "data.json.gz", "data.json", gzip_bytes(encoded_data)
         else:
             name, stale, payload = "data.json", "data.json.gz", encoded_data
-        self._put(posixpath.join(d, name), payload)
+        # A re-archive unpublishes the old meta.json right before the new data replaces the old:
+        # killed in between, the entry is incomplete (no meta.json), never old meta beside new data.
+        meta_path = posixpath.join(d, "meta.json")
+        self._put(posixpath.join(d, name), payload, unpublish=meta_path)
         self._remove(posixpath.join(d, stale))
-        self._put(posixpath.join(d, "meta.json"), meta)
+        self._put(meta_path, meta)
         return WriteResult(d, name, len(payload) + len(meta), len(encoded_data))
 
     def write_stream(
@@ -231,7 +239,8 @@ class JobArchive:
             return self.write_encoded(job, b"".join(head), meta if isinstance(meta, bytes) else meta())
         d = self.job_dir(job)
         self._remove_leftovers(d)
-        raw, stored, io_s = self._put_gzip_stream(posixpath.join(d, "data.json.gz"), chain(head, it), level, threads)
+        raw, stored, io_s = self._put_gzip_stream(posixpath.join(d, "data.json.gz"), chain(head, it), level, threads,
+                                                  unpublish=posixpath.join(d, "meta.json"))
         meta_bytes = meta if isinstance(meta, bytes) else meta()
         t0 = time.perf_counter()
         self._remove(posixpath.join(d, "data.json"))
@@ -240,16 +249,17 @@ class JobArchive:
         return WriteResult(d, "data.json.gz", stored + len(meta_bytes), raw, {"write": io_s})
 
     def _put_gzip_stream(
-        self, path: str, chunks: Iterator[bytes], level: int, threads: int
+        self, path: str, chunks: Iterator[bytes], level: int, threads: int, *, unpublish: str | None = None
     ) -> tuple[int, int, float]:
-        """gzip ``chunks`` into ``path`` atomically; returns (text bytes, stored bytes, I/O seconds)."""
+        """gzip ``chunks`` into ``path`` atomically; returns (text bytes, stored bytes, I/O seconds).
+        ``unpublish`` is removed just before the new object replaces the old one (see :meth:`_put`)."""
         parent = posixpath.dirname(path)
         protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
         if not self._local and BUFFERED_PROTOCOLS.intersection(protocols):
             sink = io.BytesIO()
             raw, stored, io_s = _gzip_into(sink, chunks, level, threads)
             t0 = time.perf_counter()
-            self._put(path, sink.getvalue())
+            self._put(path, sink.getvalue(), unpublish=unpublish)
             return raw, stored, io_s + time.perf_counter() - t0
         if self._local:
             os.makedirs(parent, exist_ok=True)
@@ -260,6 +270,8 @@ class JobArchive:
                     t0 = time.perf_counter()
                     f.flush()
                     os.fsync(f.fileno())
+                if unpublish:
+                    self._remove(unpublish)
                 os.replace(tmp, path)
                 io_s += time.perf_counter() - t0
             except BaseException:
@@ -277,6 +289,8 @@ class JobArchive:
             _discard(f)
             raise
         t0 = time.perf_counter()
+        if unpublish:
+            self._remove(unpublish)
         f.close()
         return raw, stored, io_s + time.perf_counter() - t0
 
