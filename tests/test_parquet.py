@@ -150,6 +150,7 @@ def test_failed_flush_shows_no_job_and_can_be_retried(tmp_path: Path):
     arch.put = real_put  # type: ignore[method-assign]
     sink.flush()
     assert arch.load_data_bytes(j.key) == encode_job_data(decode_job_data(j.data))
+    assert len(_files(root)) == 3  # the retry did not write the series and metrics rows again
 
 
 # -- a few hundred synthetic jobs: the analysis queries ----------------------------------------------------
@@ -238,3 +239,55 @@ def test_series_of_one_job_matches_json(twin_archives):
     for k in keys[:: len(keys) // 8]:
         assert pq_arch.load_meta_bytes(k) == json_arch.load_meta_bytes(k)
         assert pq_arch.load_data_bytes(k) == json_arch.load_data_bytes(k)
+
+
+# -- the streamed writer: large jobs row group by row group, failed jobs leave nothing -----------------
+def test_large_job_streams_into_its_own_series_file(tmp_path: Path):
+    from ccarchive.core import archive_job
+    from ccarchive.demo import embedded_cluster
+    from ccarchive.sources.synthetic import SyntheticSource, synthetic_job
+
+    fritz = embedded_cluster("fritz")
+    job = synthetic_job(fritz, "main", 4711, 1_767_225_600, 4, 6 * 3600, seed=3)
+    expected = archive_job(job, source=SyntheticSource(seed=3), archive=None, cluster=fritz)
+    root = tmp_path / "ds"
+    arch = open_archive(f"parquet+{root}", create=True)
+    sink = arch.sink(stream_job_bytes=64 << 10)
+    res = archive_job(job, source=SyntheticSource(seed=3), archive=None, cluster=fritz, sink=sink, keep_data=False)
+    own = [p for p in _files(root) if p.startswith("series/") and p.endswith(f"-{job.job_id}-{job.start_time}.parquet")]
+    assert len(own) == 1 and sink.pending == 1 and not arch.exists(job)  # data first, job row at the flush
+    assert pq.ParquetFile(root / own[0]).metadata.num_row_groups > 1
+    sink.flush()
+    assert sorted(p.split("/")[0] for p in _files(root)) == ["jobs", "metrics", "series"]
+    assert arch.load_data_bytes(job) == encode_job_data(expected.data)
+    assert arch.load_meta(job).statistics == res.job.statistics == expected.job.statistics
+    assert arch.temporary_files() == []
+
+
+def test_job_failing_mid_stream_leaves_no_rows(tmp_path: Path):
+    from ccarchive.core import archive_job
+    from ccarchive.demo import embedded_cluster
+    from ccarchive.errors import TransientError
+    from ccarchive.sources.synthetic import SyntheticSource, synthetic_job
+
+    class FailsLate(SyntheticSource):
+        def fetch(self, job, cluster, metric, scope, requests):
+            if metric.name > "mem":
+                raise TransientError(f"{job.label}: metric store went away at {metric.name}")
+            return super().fetch(job, cluster, metric, scope, requests)
+
+    fritz = embedded_cluster("fritz")
+    bad = synthetic_job(fritz, "main", 1, 1_767_225_600, 4, 6 * 3600, seed=1)
+    good = synthetic_job(fritz, "main", 2, 1_767_225_600, 1, 3600, seed=2)
+    root = tmp_path / "ds"
+    arch = open_archive(f"parquet+{root}", create=True)
+    with arch.sink(stream_job_bytes=64 << 10) as sink:
+        for stream in (True, False):  # spilled to its own file already, or still in memory
+            sink.stream_job_bytes = 64 << 10 if stream else 1 << 40
+            with pytest.raises(TransientError):
+                archive_job(bad, source=FailsLate(seed=1), archive=None, cluster=fritz, sink=sink, keep_data=False)
+            assert _files(root) == {} and arch.temporary_files() == []
+        res = archive_job(good, source=SyntheticSource(seed=2), archive=None, cluster=fritz, sink=sink)
+    assert list(arch.iter_job_keys()) == [good.key] and arch.load_data_bytes(good) == encode_job_data(res.data)
+    series = pq.read_table(root / "series").num_rows
+    assert series == sum(b.num_series for scopes in res.data.values() for b in scopes.values())

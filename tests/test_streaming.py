@@ -160,7 +160,7 @@ def test_failing_object_store_discards_upload(fritz_cluster, monkeypatch) -> Non
             if not self.closed:
                 self.close()
 
-    monkeypatch.setattr("ccarchive.archive.BUFFERED_PROTOCOLS", frozenset())
+    monkeypatch.setattr("ccarchive.atomicio.BUFFERED_PROTOCOLS", frozenset())
     monkeypatch.setattr(arch.fs, "open", lambda path, mode="rb", **kw: Upload())
     job, data = _job_and_data(fritz_cluster, 2, 4 * 3600)
     with pytest.raises(RuntimeError):

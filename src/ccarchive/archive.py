@@ -16,11 +16,9 @@ leaves either the previous complete entry or no meta.json at all.
 
 from __future__ import annotations
 
-import io
 import os
 import posixpath
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import chain
@@ -29,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from .atomicio import TMP_PREFIX, AtomicFile, put_atomic
 from .backends import Entry
 from .cluster import Cluster, encode_cluster, load_cluster
 from .errors import ArchiveVersionError, FormatError, InputError
@@ -41,11 +40,7 @@ if TYPE_CHECKING:
     from .backends import Archive
 
 ARCHIVE_VERSION = 3
-TMP_PREFIX = ".ccarchive-tmp-"
 JobKey = tuple[str, int, int]
-#: fsspec protocols whose ``open(path, "wb")`` shows the object before close (not atomic): the
-#: compressed stream is collected there and written with one ``pipe_file`` instead.
-BUFFERED_PROTOCOLS = frozenset({"memory"})
 
 
 def job_path(cluster: str, job_id: int, start_time: int) -> str:
@@ -119,31 +114,12 @@ class JobArchive:
 
     # -- atomic object writes ----------------------------------------------------------------
     def _put(self, path: str, payload: bytes, *, unpublish: str | None = None) -> None:
-        """Write one object atomically: temp name + fsync + rename locally, one PUT elsewhere.
-        ``unpublish`` (a job's old meta.json) is removed just before the object replaces the old one."""
-        parent = posixpath.dirname(path)
-        if self._local:
-            os.makedirs(parent, exist_ok=True)
-            tmp = posixpath.join(parent, f"{TMP_PREFIX}{uuid.uuid4().hex}-{posixpath.basename(path)}")
-            try:
-                with open(tmp, "wb") as f:
-                    f.write(payload)
-                    f.flush()
-                    os.fsync(f.fileno())
-                if unpublish:
-                    self._remove(unpublish)
-                os.replace(tmp, path)
-            except BaseException:
-                try:
-                    os.unlink(tmp)
-                except FileNotFoundError:
-                    pass
-                raise
-        else:
-            self.fs.makedirs(parent, exist_ok=True)
-            if unpublish:
-                self._remove(unpublish)
-            self.fs.pipe_file(path, payload)
+        """Write one object atomically (:class:`~ccarchive.atomicio.AtomicFile`). ``unpublish`` (a
+        job's old meta.json) is removed just before the object replaces the old one."""
+        put_atomic(self.fs, path, payload, before_publish=self._unpublisher(unpublish))
+
+    def _unpublisher(self, path: str | None) -> Callable[[], None] | None:
+        return None if path is None else (lambda: self._remove(path))
 
     def _remove_leftovers(self, job_dir: str) -> None:
         """Temporary files of an earlier, interrupted write of this job (killed writer)."""
@@ -253,45 +229,9 @@ class JobArchive:
     ) -> tuple[int, int, float]:
         """gzip ``chunks`` into ``path`` atomically; returns (text bytes, stored bytes, I/O seconds).
         ``unpublish`` is removed just before the new object replaces the old one (see :meth:`_put`)."""
-        parent = posixpath.dirname(path)
-        protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
-        if not self._local and BUFFERED_PROTOCOLS.intersection(protocols):
-            sink = io.BytesIO()
-            raw, stored, io_s = _gzip_into(sink, chunks, level, threads)
+        with AtomicFile(self.fs, path, before_publish=self._unpublisher(unpublish)) as out:
+            raw, stored, io_s = _gzip_into(out.file, chunks, level, threads)
             t0 = time.perf_counter()
-            self._put(path, sink.getvalue(), unpublish=unpublish)
-            return raw, stored, io_s + time.perf_counter() - t0
-        if self._local:
-            os.makedirs(parent, exist_ok=True)
-            tmp = posixpath.join(parent, f"{TMP_PREFIX}{uuid.uuid4().hex}-{posixpath.basename(path)}")
-            try:
-                with open(tmp, "wb") as f:
-                    raw, stored, io_s = _gzip_into(f, chunks, level, threads)
-                    t0 = time.perf_counter()
-                    f.flush()
-                    os.fsync(f.fileno())
-                if unpublish:
-                    self._remove(unpublish)
-                os.replace(tmp, path)
-                io_s += time.perf_counter() - t0
-            except BaseException:
-                try:
-                    os.unlink(tmp)
-                except FileNotFoundError:
-                    pass
-                raise
-            return raw, stored, io_s
-        self.fs.makedirs(parent, exist_ok=True)
-        f = self.fs.open(path, "wb")  # object stores upload on close: the object appears whole
-        try:
-            raw, stored, io_s = _gzip_into(f, chunks, level, threads)
-        except BaseException:
-            _discard(f)
-            raise
-        t0 = time.perf_counter()
-        if unpublish:
-            self._remove(unpublish)
-        f.close()
         return raw, stored, io_s + time.perf_counter() - t0
 
     def load_meta(self, job: Job | JobKey) -> Job:
@@ -399,21 +339,6 @@ def _gzip_into(f: Any, chunks: Iterator[bytes], level: int, threads: int) -> tup
         gz.abort()
         raise
     return gz.bytes_in, gz.bytes_out, gz.write_seconds
-
-
-def _discard(f: Any) -> None:
-    """Drop an unfinished upload: abort it and mark the file closed, so neither ``close()`` nor
-    the garbage collector uploads the partial object."""
-    discard = getattr(f, "discard", None)
-    if callable(discard):
-        try:
-            discard()
-        except Exception:  # noqa: BLE001 - the original error matters more
-            pass
-    try:
-        f.closed = True
-    except AttributeError:
-        pass
 
 
 def open_archive(url: str, *, create: bool = False, storage_options: dict[str, Any] | None = None) -> Archive:

@@ -102,93 +102,99 @@ def _timed(pieces: Iterable[bytes], seconds: list[float]) -> Iterator[bytes]:
 Entries = Iterator[tuple[str, dict[str, JobMetric]]]
 
 
-def _with_statistics(entries: Iterable[tuple[str, dict[str, JobMetric]]], timer: _Timer,
-                     report: StatisticsReport, summary: JobData, keep_data: bool) -> Entries:
-    """Compute each metric's statistics as it arrives and pass it on to the encoder; afterwards keep
-    only what the job statistics need (``summary``) unless ``keep_data``, so one metric's arrays are
-    alive at a time."""
-    for name, scopes in entries:
-        with timer("statistics"):
-            for scope in sorted(scopes):
-                masked = compute_block_statistics(scopes[scope])
-                if masked:
-                    report.masked_samples[f"{name}/{scope}"] = masked
-                    report.warnings.append(
-                        f"{name} ({scope}): {masked} samples outside the float32 range treated as missing")
-        yield name, scopes
-        summary[name] = scopes if keep_data else {s: b.without_samples() for s, b in scopes.items()}
-        del scopes
+class _StreamedJob:
+    """One job on its way into the archive, metric by metric in sorted order: statistics as each
+    metric arrives, its data.json pieces into the compressor and the file, its rows into the
+    Parquet sink; then meta.json with the job statistics gathered on the way.
 
+    Without ``keep_data`` only series names and statistics stay after a metric went by, so one
+    metric's arrays are alive at a time.  Loading, statistics, encoding, compression and I/O
+    interleave in one stream: the encoder's share is the time spent producing pieces minus the
+    loading, statistics and Parquet rows done inside that production."""
 
-def _archive_entries(
-    job: Job,
-    entries: Iterable[tuple[str, dict[str, JobMetric]]],
-    *,
-    archive: Archive | None,
-    cluster: Cluster,
-    phases: dict[str, float],
-    warnings: list[str],
-    keep_data: bool = True,
-    sink: ParquetSink | None = None,
-) -> ArchiveResult:
-    """Statistics -> encode -> write for metrics arriving one by one in sorted order.
+    _INNER = ("load", "statistics", "parquet")
 
-    data.json goes metric by metric into the compressor and the file, so neither the job's whole
-    JSON text nor (without ``keep_data``) all its arrays are ever in memory; meta.json follows with
-    the job statistics gathered on the way.  ``warnings`` is read at the end: a loader appends
-    missing series to it while it is iterated."""
-    timer = _Timer(phases)
-    report = StatisticsReport()
-    summary: JobData = {}
-    finished: list[Job] = []
-    meta_s = [0.0]
+    def __init__(self, job: Job, cluster: Cluster, phases: dict[str, float], *, keep_data: bool,
+                 sink: ParquetSink | None) -> None:
+        self.job, self.cluster, self.phases = job, cluster, phases
+        self.keep_data, self.sink = keep_data, sink
+        self.timer = _Timer(phases)
+        self.report = StatisticsReport()
+        self.summary: JobData = {}
+        self.final: Job | None = None
+        self.meta_s = 0.0
+        self.produced = [0.0]
 
-    def meta() -> bytes:
+    def _entries(self, entries: Iterable[tuple[str, dict[str, JobMetric]]]) -> Entries:
+        for name, scopes in entries:
+            with self.timer("statistics"):
+                for scope in sorted(scopes):
+                    masked = compute_block_statistics(scopes[scope])
+                    if masked:
+                        self.report.masked_samples[f"{name}/{scope}"] = masked
+                        self.report.warnings.append(
+                            f"{name} ({scope}): {masked} samples outside the float32 range treated as missing")
+            yield name, scopes  # encoded into data.json before the generator resumes
+            if self.sink is not None:
+                with self.timer("parquet"):
+                    self.sink.add_metric(self.job, name, scopes)
+            self.summary[name] = scopes if self.keep_data else {s: b.without_samples() for s, b in scopes.items()}
+            del scopes
+
+    def meta(self) -> bytes:
+        """meta.json, once every metric went by."""
         t0 = time.perf_counter()
-        finished.append(finalize_job(job, summary, cluster, report))
-        encoded = encode_job_meta(finished[-1])
-        meta_s[0] += time.perf_counter() - t0
+        self.final = finalize_job(self.job, self.summary, self.cluster, self.report)
+        encoded = encode_job_meta(self.final)
+        self.meta_s += time.perf_counter() - t0
         return encoded
 
-    # Loading, statistics, encoding, compression and I/O interleave in one stream: the encoder's
-    # share is the time spent producing pieces minus the loading and statistics done inside it.
-    before = phases.get("load", 0.0) + phases.get("statistics", 0.0)
-    produced = [0.0]
-    pieces = _timed(iter_data_entries(_with_statistics(entries, timer, report, summary, keep_data)), produced)
-    written: WriteResult | None = None
-    if archive is None:
-        raw = sum(len(piece) for piece in pieces)
-        meta()
-    else:
-        with timer("write"):
-            if not archive.has_cluster(cluster.name):
-                archive.store_cluster(cluster)
+    def run(self, entries: Iterable[tuple[str, dict[str, JobMetric]]], archive: Archive | None,
+            warnings: list[str]) -> ArchiveResult:
+        """Write the job; ``warnings`` is read at the end (a loader appends to it as it goes)."""
+        inner_before = sum(self.phases.get(k, 0.0) for k in self._INNER)
+        pieces = _timed(iter_data_entries(self._entries(entries)), self.produced)
+        try:
+            written, raw = self._write(pieces, archive)
+        except BaseException:
+            if self.sink is not None:
+                self.sink.abandon()
+            raise
+        inner = sum(self.phases.get(k, 0.0) for k in self._INNER) - inner_before
+        self.phases["encode"] = self.phases.get("encode", 0.0) + max(0.0, self.produced[0] - inner) + self.meta_s
+        assert self.final is not None
+        result = ArchiveResult(self.final, self.summary, phases=self.phases, raw_data_bytes=raw,
+                               warnings=list(warnings) + self.report.warnings)
+        if written is not None:
+            result.path, result.bytes_written = written.path, written.bytes_written
+        if self.sink is not None:
+            with self.timer("parquet"):
+                self.sink.add(self.final)  # its metrics went in one by one: this adds the job row
+        return result
+
+    def _write(self, pieces: Iterator[bytes], archive: Archive | None) -> tuple[WriteResult | None, int]:
+        if archive is None:
+            raw = sum(len(piece) for piece in pieces)
+            self.meta()
+            return None, raw
+        with self.timer("write"):
+            if not archive.has_cluster(self.cluster.name):
+                archive.store_cluster(self.cluster)
         write_stream = getattr(archive, "write_stream", None)
         if write_stream is None:  # backends that store whole payloads (SQLite, Parquet)
             encoded = b"".join(pieces)
-            meta_bytes = meta()
-            with timer("write"):
-                written = archive.write_encoded(finished[-1], encoded, meta_bytes)
-            raw = len(encoded)
-            del encoded
-        else:
-            t0 = time.perf_counter()
-            written = write_stream(job, pieces, meta)
-            total = time.perf_counter() - t0
-            io_s = written.phases.get("write", 0.0)
-            phases["compress"] = phases.get("compress", 0.0) + max(0.0, total - produced[0] - meta_s[0] - io_s)
-            phases["write"] = phases.get("write", 0.0) + io_s
-            raw = written.raw_data_bytes
-    inside = phases.get("load", 0.0) + phases.get("statistics", 0.0) - before
-    phases["encode"] = phases.get("encode", 0.0) + max(0.0, produced[0] - inside) + meta_s[0]
-    result = ArchiveResult(finished[-1], summary, phases=phases, warnings=list(warnings) + report.warnings,
-                           raw_data_bytes=raw)
-    if written is not None:
-        result.path, result.bytes_written = written.path, written.bytes_written
-    if sink is not None:
-        with timer("parquet"):
-            sink.add(result.job, result.data)
-    return result
+            meta = self.meta()
+            assert self.final is not None
+            with self.timer("write"):
+                return archive.write_encoded(self.final, encoded, meta), len(encoded)
+        t0 = time.perf_counter()
+        written: WriteResult = write_stream(self.job, pieces, self.meta)
+        total = time.perf_counter() - t0
+        io_s = written.phases.get("write", 0.0)
+        self.phases["compress"] = self.phases.get("compress", 0.0) + max(
+            0.0, total - self.produced[0] - self.meta_s - io_s)
+        self.phases["write"] = self.phases.get("write", 0.0) + io_s
+        return written, written.raw_data_bytes
 
 
 def archive_loaded(
@@ -205,9 +211,8 @@ def archive_loaded(
 
     With a Parquet ``sink`` the job is also added to the dataset (written at the sink's next flush).
     """
-    return _archive_entries(job, ((m, data[m]) for m in sorted(data)), archive=archive, cluster=cluster,
-                            phases=phases if phases is not None else {}, warnings=list(warnings or []),
-                            sink=sink)
+    streamed = _StreamedJob(job, cluster, phases if phases is not None else {}, keep_data=True, sink=sink)
+    return streamed.run(((m, data[m]) for m in sorted(data)), archive, list(warnings or []))
 
 
 def archive_job(
@@ -245,5 +250,5 @@ def archive_job(
             yield entry
             del entry
 
-    return _archive_entries(job, loaded(), archive=archive, cluster=cluster, phases=phases,
-                            warnings=loader.report.missing, keep_data=keep_data or sink is not None, sink=sink)
+    return _StreamedJob(job, cluster, phases, keep_data=keep_data, sink=sink).run(
+        loaded(), archive, loader.report.missing)

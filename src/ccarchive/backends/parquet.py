@@ -38,22 +38,27 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
 from ..archive import WriteResult, job_path
+from ..atomicio import TMP_PREFIX, AtomicFile, put_atomic
 from ..cluster import Cluster, encode_cluster, load_cluster
 from ..errors import ClusterConfigError, FormatError, InputError
 from ..formats.data import decode_job_data, encode_job_data
 from ..formats.meta import decode_job_meta, encode_job_meta
-from ..model import FloatArray, Job, JobData, JobMetric, StatsSeries, Unit, iter_metrics
+from ..model import FloatArray, Job, JobData, JobMetric, StatsSeries, Unit
 from . import Entry, JobKey, key_of
 from . import parquet_schema as S
 
 MARKER = "_ccarchive_parquet.json"
 FORMAT_NAME, FORMAT_VERSION = "ccarchive-parquet", 1
 TABLES = ("jobs", "metrics", "series")
-TMP_PREFIX = ".ccarchive-tmp-"
 ROW_GROUP_BYTES = 32 << 20
+#: A job whose series reach this many bytes (float32 Arrow) is streamed into a file of its own,
+#: row group by row group, instead of waiting in memory for the batch: memory stays bounded by
+#: about this much however large the job.
+STREAM_JOB_BYTES = 4 << 20
 
 
 def start_month(start_time: int) -> str:
@@ -112,20 +117,8 @@ class ParquetArchive:
             raise FormatError(f"{self.url}/{MARKER}: not format {FORMAT_NAME} version {FORMAT_VERSION}")
 
     def put(self, path: str, payload: bytes) -> None:
-        """Write one whole file atomically (hidden temp name + rename locally, one PUT elsewhere)."""
-        parent = posixpath.dirname(path)
-        self.fs.makedirs(parent, exist_ok=True)
-        if self._local:
-            tmp = posixpath.join(parent, f"{TMP_PREFIX}{uuid.uuid4().hex}-{posixpath.basename(path)}.partial")
-            try:
-                with open(tmp, "wb") as f:
-                    f.write(payload)
-                self.fs.mv(tmp, path)
-            except BaseException:
-                self.fs.rm_file(tmp) if self.fs.exists(tmp) else None
-                raise
-        else:
-            self.fs.pipe_file(path, payload)
+        """Write one whole file atomically (:class:`~ccarchive.atomicio.AtomicFile`)."""
+        put_atomic(self.fs, path, payload)
 
     # -- clusters ---------------------------------------------------------------------------------
     def clusters(self) -> list[str]:
@@ -160,10 +153,12 @@ class ParquetArchive:
         self._clusters[cluster.name] = cluster
 
     # -- writing ----------------------------------------------------------------------------------
-    def sink(self, *, max_jobs: int = 256, max_bytes: int = 256 << 20) -> ParquetSink:
+    def sink(self, *, max_jobs: int = 256, max_bytes: int = 256 << 20,
+             stream_job_bytes: int = STREAM_JOB_BYTES) -> ParquetSink:
         """A batching writer: ``add(job, data)`` buffers, ``flush()`` writes one file per table and
-        partition (also automatically past ``max_jobs`` jobs or ``max_bytes`` of samples)."""
-        return ParquetSink(self, max_jobs=max_jobs, max_bytes=max_bytes)
+        partition (also automatically past ``max_jobs`` jobs or ``max_bytes`` of samples); a job
+        larger than ``stream_job_bytes`` streams into a series file of its own."""
+        return ParquetSink(self, max_jobs=max_jobs, max_bytes=max_bytes, stream_job_bytes=stream_job_bytes)
 
     def write_job(self, job: Job, data: JobData) -> WriteResult:
         """One job as its own batch (prefer :meth:`sink` for many jobs: fewer, larger files)."""
@@ -353,16 +348,55 @@ def _block(m: dict[str, Any], rows: pa.Table) -> JobMetric:
                      lengths=lengths, statistics=stats, has_statistics=has, statistics_series=ss)
 
 
-class ParquetSink:
-    """Buffers archived jobs and writes them as one append-only batch per :meth:`flush`."""
+class _JobRows:
+    """One job's rows while it is being archived: in memory, or spilled to its own series file."""
 
-    def __init__(self, dataset: ParquetArchive, *, max_jobs: int = 256, max_bytes: int = 256 << 20) -> None:
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self.metrics: list[pa.Table] = []
+        self.series: list[pa.Table] = []
+        self.bytes = 0
+        self.file: AtomicFile | None = None
+        self.writer: pq.ParquetWriter | None = None
+        self.path = ""
+
+    def abort(self) -> None:
+        if self.writer is not None:
+            try:
+                self.writer.close()
+            except Exception:  # noqa: BLE001, S110 - dropping the file anyway
+                pass
+        if self.file is not None:
+            self.file.abort()
+
+
+class ParquetSink:
+    """Buffers archived jobs and writes them as one append-only batch per :meth:`flush`.
+
+    Jobs arrive whole (:meth:`add` with data) or metric by metric from the streamed archiver
+    (:meth:`add_metric` for each metric, then :meth:`add` without data).  Each metric becomes Arrow
+    rows (float32 samples) at once; a job that grows past ``stream_job_bytes`` is written to a
+    series file of its own in row groups as it goes, published when the job completes; a job
+    abandoned half-way (:meth:`abandon`) leaves nothing.  ``metrics`` and ``jobs`` rows (small)
+    wait for the batch: series files first, jobs files last, so a job row is only visible after
+    its data.
+    """
+
+    def __init__(self, dataset: ParquetArchive, *, max_jobs: int = 256, max_bytes: int = 256 << 20,
+                 stream_job_bytes: int = STREAM_JOB_BYTES) -> None:
         self.dataset = dataset
-        self.max_jobs, self.max_bytes = max_jobs, max_bytes
+        self.max_jobs, self.max_bytes, self.stream_job_bytes = max_jobs, max_bytes, stream_job_bytes
+        self._current: _JobRows | None = None
         self._reset()
 
     def _reset(self) -> None:
-        self._jobs: list[tuple[Job, JobData]] = []
+        self._batch = uuid.uuid4().hex
+        self._jobs: list[Job] = []
+        self._metrics: dict[tuple[str, str], list[pa.Table]] = {}
+        self._series: dict[tuple[str, str], list[pa.Table]] = {}
+        self._published: list[str] = []  # series files of streamed jobs, already visible
+        self._flushed: set[str] = set()  # batch files already written by an interrupted flush
+        self._archived_at: int | None = None
         self._bytes = 0
 
     @property
@@ -375,15 +409,71 @@ class ParquetSink:
         """True once ``max_jobs`` jobs or ``max_bytes`` of samples are buffered."""
         return len(self._jobs) >= self.max_jobs or self._bytes >= self.max_bytes
 
-    def add(self, job: Job, data: JobData, *, flush_when_full: bool = True) -> list[str]:
-        """Buffer one job (meta + data); returns the files written if this triggered a flush."""
-        self._jobs.append((job, data))
-        self._bytes += sum(int(b.lengths.sum()) * 4 + 64 * b.num_series for _, _, b in iter_metrics(data))
+    def _rows_of(self, job: Job) -> _JobRows:
+        if self._current is not None and self._current.job.key != job.key:
+            self.abandon()  # a job that never finished (its archiving failed)
+        if self._current is None:
+            self._current = _JobRows(job)
+        return self._current
+
+    def add_metric(self, job: Job, metric: str, scopes: dict[str, JobMetric]) -> None:
+        """One metric of the job being archived (metrics in sorted order, then :meth:`add`)."""
+        rows = self._rows_of(job)
+        metrics, series = S.metric_rows(job, metric, scopes, self._batch)
+        rows.metrics.append(metrics)
+        rows.series.append(series)
+        rows.bytes += series.nbytes
+        if rows.bytes >= self.stream_job_bytes:  # row groups of about stream_job_bytes each
+            self._spill(rows)
+
+    def _spill(self, rows: _JobRows) -> None:
+        """Write the job's pending series rows to its own file (opened on first use)."""
+        if rows.writer is None:
+            job = rows.job
+            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+            rows.path = self.dataset._p("series", _segment("cluster", job.cluster),
+                                        _segment("start_month", start_month(job.start_time)),
+                                        f"part-{stamp}-{self._batch}-{job.job_id}-{job.start_time}.parquet")
+            rows.file = AtomicFile(self.dataset.fs, rows.path)
+            rows.writer = S.parquet_writer("series", rows.file.file)
+        if rows.series:
+            S.write_row_groups(rows.writer, pa.concat_tables(rows.series), ROW_GROUP_BYTES)
+        rows.series, rows.bytes = [], 0
+
+    def add(self, job: Job, data: JobData | None = None, *, flush_when_full: bool = True) -> list[str]:
+        """Complete one job: its metrics (``data``, unless they came through :meth:`add_metric`)
+        and its job row.  Returns the files written if this triggered a flush."""
+        if data is not None:
+            if self._current is not None and self._current.job.key == job.key:
+                self.abandon()  # whole data given: earlier partial rows of this job are superseded
+            for metric in sorted(data):
+                self.add_metric(job, metric, data[metric])
+        rows = self._rows_of(job)
+        part = (job.cluster, start_month(job.start_time))
+        if rows.writer is not None:
+            self._spill(rows)
+            rows.writer.close()
+            assert rows.file is not None
+            rows.file.commit()
+            self._published.append(rows.path)
+        else:
+            self._series.setdefault(part, []).extend(rows.series)
+            self._bytes += rows.bytes
+        self._metrics.setdefault(part, []).extend(rows.metrics)
+        self._jobs.append(job)
+        self._current = None
         return self.flush() if flush_when_full and self.full else []
+
+    def abandon(self) -> None:
+        """Drop the job being added (its archiving failed): nothing of it is written."""
+        if self._current is not None:
+            self._current.abort()
+            self._current = None
 
     def discard(self) -> int:
         """Drop the buffered jobs (after a failed flush the caller gave up on); returns how many."""
         n = len(self._jobs)
+        self.abandon()
         self._reset()
         return n
 
@@ -392,32 +482,46 @@ class ParquetSink:
         paths written (none when nothing is buffered).  On failure the buffer is kept for a retry."""
         if not self._jobs:
             return []
-        batch = uuid.uuid4().hex
-        archived_at = time.time_ns() // 1000
+        # A retry after a failed flush writes the same names and skips the files already written:
+        # the rows carry this batch's id, so writing them twice would duplicate them.
+        if self._archived_at is None:
+            self._archived_at = time.time_ns() // 1000
+        archived_at = self._archived_at
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(archived_at / 1e6))
-        groups: dict[tuple[str, str], list[tuple[Job, JobData]]] = {}
-        for job, data in self._jobs:
-            groups.setdefault((job.cluster, start_month(job.start_time)), []).append((job, data))
-        tables: dict[str, list[tuple[tuple[str, str], pa.Table]]] = {t: [] for t in TABLES}
-        for part, items in sorted(groups.items()):
-            built = S.build_tables(items, batch, archived_at)
-            for t in TABLES:
-                tables[t].append((part, built[t]))
-        written = []
-        for t in ("series", "metrics", "jobs"):
-            for (cluster, month), table in tables[t]:
-                path = self.dataset._p(t, _segment("cluster", cluster), _segment("start_month", month),
-                                       f"part-{stamp}-{batch}.parquet")
-                self.dataset.put(path, S.parquet_bytes(t, table, ROW_GROUP_BYTES))
+        jobs: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for job in self._jobs:
+            row = S.job_row(job)
+            row["archived_at"], row["batch"] = archived_at, self._batch
+            jobs.setdefault((job.cluster, start_month(job.start_time)), []).append(row)
+        written = list(self._published)
+        name = f"part-{stamp}-{self._batch}.parquet"
+        for (cluster, month), tables in sorted(self._series.items()):
+            table = S.sorted_for("series", pa.concat_tables(tables)) if tables else S.SERIES.empty_table()
+            path = self.dataset._p("series", _segment("cluster", cluster), _segment("start_month", month), name)
+            if path not in self._flushed:
+                with AtomicFile(self.dataset.fs, path) as out, S.parquet_writer("series", out.file) as writer:
+                    S.write_row_groups(writer, table, ROW_GROUP_BYTES)
+                self._flushed.add(path)
+            written.append(path)
+        small = {"metrics": {part: pa.concat_tables(tables) for part, tables in self._metrics.items()},
+                 "jobs": {part: pa.Table.from_pylist(rows, schema=S.JOBS) for part, rows in jobs.items()}}
+        for t in ("metrics", "jobs"):
+            for (cluster, month), table in sorted(small[t].items()):
+                path = self.dataset._p(t, _segment("cluster", cluster), _segment("start_month", month), name)
+                if path not in self._flushed:
+                    self.dataset.put(path, S.parquet_bytes(t, table, ROW_GROUP_BYTES))
+                    self._flushed.add(path)
                 written.append(path)
         self._reset()
         return written
 
     def close(self) -> None:
+        self.abandon()
         self.flush()
 
     def __enter__(self) -> ParquetSink:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.abandon()
         self.flush()

@@ -1,0 +1,131 @@
+"""Files that appear whole or not at all, on any fsspec file system.
+
+Every archive write goes through :class:`AtomicFile`: a reader (cc-backend, DuckDB, another
+ccarchive) must never see half a data.json.gz or half a Parquet file, whatever kills the writer.
+Local disks get a hidden temporary name in the same directory, fsync and rename; object stores
+get one upload that only becomes visible when it completes (``discard`` drops it otherwise);
+file systems whose open file is visible while written (fsspec's ``memory``) get the bytes
+collected and stored with one call at the end.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import posixpath
+import uuid
+from collections.abc import Callable
+from typing import IO, Any
+
+from fsspec.implementations.local import LocalFileSystem
+
+#: Hidden name prefix of files being written; ``temporary_files()`` of the archives lists them.
+TMP_PREFIX = ".ccarchive-tmp-"
+#: fsspec protocols whose ``open(path, "wb")`` shows the object before close (not atomic).
+BUFFERED_PROTOCOLS = frozenset({"memory"})
+
+
+def _protocols(fs: Any) -> tuple[str, ...]:
+    return fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+
+
+class AtomicFile:
+    """A binary file opened for writing at ``path`` that is published by :meth:`commit` and
+    dropped by :meth:`abort` (also as a context manager: commit on success, abort on error).
+
+    ``before_publish`` runs right before the file replaces whatever was at ``path`` (the archive
+    uses it to unpublish a job's old meta.json)."""
+
+    def __init__(self, fs: Any, path: str, *, before_publish: Callable[[], None] | None = None) -> None:
+        self.fs, self.path, self.before_publish = fs, path, before_publish
+        parent = posixpath.dirname(path)
+        self._tmp: str | None = None
+        self._buffer: io.BytesIO | None = None
+        if isinstance(fs, LocalFileSystem):
+            os.makedirs(parent, exist_ok=True)
+            self._tmp = posixpath.join(parent, f"{TMP_PREFIX}{uuid.uuid4().hex}-{posixpath.basename(path)}")
+            self.file: IO[bytes] = open(self._tmp, "wb")  # noqa: SIM115 - closed by commit/abort
+        elif BUFFERED_PROTOCOLS.intersection(_protocols(fs)):
+            self._buffer = io.BytesIO()
+            self.file = self._buffer
+        else:
+            fs.makedirs(parent, exist_ok=True)
+            self.file = fs.open(path, "wb")  # object stores: the object appears when the upload completes
+        self.done = False
+
+    def commit(self) -> None:
+        """Make the file visible at ``path`` (durably on local disks)."""
+        if self.done:
+            return
+        try:
+            if self._tmp is not None:
+                self.file.flush()
+                os.fsync(self.file.fileno())
+                self.file.close()
+                if self.before_publish:
+                    self.before_publish()
+                os.replace(self._tmp, self.path)
+            elif self._buffer is not None:
+                if self.before_publish:
+                    self.before_publish()
+                self.fs.makedirs(posixpath.dirname(self.path), exist_ok=True)
+                self.fs.pipe_file(self.path, self._buffer.getvalue())
+            else:
+                if self.before_publish:
+                    self.before_publish()
+                self.file.close()
+        except BaseException:
+            self.abort()
+            raise
+        self.done = True
+
+    def abort(self) -> None:
+        """Drop what was written; nothing appears at ``path``."""
+        if self.done:
+            return
+        self.done = True
+        if self._tmp is not None:
+            self.file.close()
+            try:
+                os.unlink(self._tmp)
+            except FileNotFoundError:
+                pass
+        elif self._buffer is None:
+            discard(self.file)
+
+    def __enter__(self) -> AtomicFile:
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
+
+def discard(f: Any) -> None:
+    """Drop an unfinished upload: abort it and mark the file closed, so neither ``close()`` nor
+    the garbage collector uploads the partial object."""
+    drop = getattr(f, "discard", None)
+    if callable(drop):
+        try:
+            drop()
+        except Exception:  # noqa: BLE001 - the original error matters more
+            pass
+    try:
+        f.closed = True
+    except AttributeError:
+        pass
+
+
+def put_atomic(fs: Any, path: str, payload: bytes, *, before_publish: Callable[[], None] | None = None) -> None:
+    """Write one whole file atomically: through :class:`AtomicFile` on local disks, as one
+    ``pipe_file`` (a single PUT) elsewhere."""
+    if isinstance(fs, LocalFileSystem):
+        with AtomicFile(fs, path, before_publish=before_publish) as out:
+            out.file.write(payload)
+        return
+    fs.makedirs(posixpath.dirname(path), exist_ok=True)
+    if before_publish:
+        before_publish()
+    fs.pipe_file(path, payload)
