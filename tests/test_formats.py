@@ -530,3 +530,10 @@ def test_gzip_writer_roundtrip(threads: int, level: int) -> None:
 def test_gzip_level_checked() -> None:
     with pytest.raises(ValueError, match="0..9"):
         compress.gzip_bytes(b"x", 10)
+
+
+@pytest.mark.parametrize("raw", [b"[]", b"42", b"{", b"\xff\xfe", b""])
+def test_decoders_reject_non_objects_with_a_format_error(raw: bytes) -> None:
+    for decode, what in ((decode_job_meta, "meta.json"), (decode_job_data, "data.json")):
+        with pytest.raises(FormatError, match=what):
+            decode(raw)

@@ -22,6 +22,7 @@ profiles, instance roles).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import json
@@ -160,30 +161,31 @@ def _transient(url: str, exc: BaseException) -> TransientError:
     return TransientError(f"{url}: S3 storage unavailable ({type(exc).__name__}: {exc}); will retry")
 
 
+@contextlib.contextmanager
+def _translated(url: str) -> Iterator[None]:
+    """Re-raise an unreachable-endpoint failure as :class:`TransientError` (cause kept)."""
+    try:
+        yield
+    except TransientError:
+        raise
+    except Exception as e:
+        if is_transient_backend_error(e):
+            raise _transient(url, e) from e
+        raise
+
+
 def _translating(fn: F) -> F:
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)
         def gen(self: S3Archive, *args: Any, **kwargs: Any) -> Iterator[Any]:
-            try:
+            with _translated(self.url):
                 yield from fn(self, *args, **kwargs)
-            except TransientError:
-                raise
-            except Exception as e:
-                if is_transient_backend_error(e):
-                    raise _transient(self.url, e) from e
-                raise
         return gen  # type: ignore[return-value]
 
     @functools.wraps(fn)
     def call(self: S3Archive, *args: Any, **kwargs: Any) -> Any:
-        try:
+        with _translated(self.url):
             return fn(self, *args, **kwargs)
-        except TransientError:
-            raise
-        except Exception as e:
-            if is_transient_backend_error(e):
-                raise _transient(self.url, e) from e
-            raise
     return call  # type: ignore[return-value]
 
 
@@ -192,14 +194,8 @@ class S3Archive(JobArchive):
     :class:`~ccarchive.errors.TransientError` (the original exception is its ``__cause__``)."""
 
     def __init__(self, url: str, *, create: bool = False, storage_options: dict[str, Any] | None = None):
-        try:
+        with _translated(url):
             super().__init__(url, create=create, storage_options=sidecar_defaults(storage_options))
-        except TransientError:
-            raise
-        except Exception as e:
-            if is_transient_backend_error(e):
-                raise _transient(url, e) from e
-            raise
 
 
 _PUBLIC = ("clusters", "has_cluster", "load_cluster", "load_cluster_bytes", "store_cluster", "exists",

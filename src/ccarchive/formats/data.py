@@ -19,7 +19,6 @@ The decoder accepts legacy files (pretty-printed, unsorted or unknown keys, seri
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -28,7 +27,7 @@ import numpy as np
 from ..errors import FormatError
 from ..kernels.encode import encode_rows, f64_array_json, format_f64_2dp
 from ..model import FloatArray, JobData, JobMetric, StatsSeries, Unit
-from .gojson import go_string
+from .gojson import go_string, parse_object
 
 #: Flush the pending output once it reaches this size (bytes).
 CHUNK_BYTES = 1 << 18
@@ -340,15 +339,7 @@ def decode_job_data(raw: bytes | str | dict[str, Any]) -> JobData:
 
     ``has_statistics[i]`` is False for series stored without ``statistics`` (their statistics
     read as zeros, as Go decodes them)."""
-    if isinstance(raw, dict):
-        obj: Any = raw
-    else:
-        try:
-            obj = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise FormatError(f"data.json: not valid JSON: {e}") from None
-    if not isinstance(obj, dict):
-        raise FormatError("data.json: top level must be an object of metrics")
+    obj = parse_object(raw, "data.json")
     out: JobData = {}
     for metric, scopes in obj.items():
         if not isinstance(scopes, dict):

@@ -8,8 +8,10 @@ U+2029 and of invalid UTF-8, and the absence of spaces.  Struct encoders in ``fo
 
 from __future__ import annotations
 
+import json
 import math
 from decimal import Decimal
+from typing import Any
 
 from ..errors import FormatError
 
@@ -63,3 +65,17 @@ def go_f2(x: float) -> str:
     """``strconv.AppendFloat(x, 'f', 2, 64)``: exactly two decimals, round half to even on the
     exact binary value (Python's ``format`` does the same)."""
     return format(x, ".2f")
+
+
+def parse_object(raw: bytes | str | dict[str, Any], what: str) -> dict[str, Any]:
+    """A JSON document that must be an object (``raw`` may already be parsed), or a
+    FormatError naming ``what`` (``data.json``, ``meta.json``)."""
+    if isinstance(raw, dict):
+        return raw
+    try:
+        obj = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise FormatError(f"{what}: not valid JSON: {e}") from None
+    if not isinstance(obj, dict):
+        raise FormatError(f"{what}: top level must be an object, not {type(obj).__name__}")
+    return obj

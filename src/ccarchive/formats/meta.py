@@ -14,14 +14,13 @@ missing optional fields.  Malformed values give a :class:`FormatError` naming th
 
 from __future__ import annotations
 
-import json
 import operator
 from typing import Any
 
 from ..errors import FormatError
 from ..model import ConcurrentJobs, Job, JobLink, JobStatistics, Resource, Tag
 from .data import decode_unit, encode_unit
-from .gojson import go_float64, go_string
+from .gojson import go_float64, go_string, parse_object
 
 #: Legacy ``exclusive`` values (cc-backend before ``shared``) mapped to ``shared``.
 EXCLUSIVE_TO_SHARED = {0: "multi_user", 1: "none", 2: "single_user"}
@@ -275,13 +274,7 @@ def decode_job_meta(raw: bytes | str | dict[str, Any]) -> Job:
     """Parse a meta.json (Go output or a legacy file) into a :class:`Job`.
 
     Unknown keys are ignored; ``cluster``, ``jobId`` and ``startTime`` are required."""
-    if isinstance(raw, dict):
-        obj: Any = raw
-    else:
-        try:
-            obj = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise FormatError(f"meta.json: not valid JSON: {e}") from None
+    obj = parse_object(raw, "meta.json")
     r = _Reader(obj, "meta.json: ")
     if obj.get("shared") is None and obj.get("exclusive") is not None:
         exclusive = r.integer("exclusive")
