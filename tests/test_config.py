@@ -228,3 +228,25 @@ def test_serve_check_prints_effective_settings(tmp_path: Path, capsys, monkeypat
     assert shown["listen_port"] == 7777 and shown["grace_period_s"] == 90 and shown["jwt_public_key"] == "set"
     assert main(["--config", path, "--check", "--set", "nosuchkey=1"]) == 1
     assert "--set nosuchkey: ccarchive.nosuchkey: unknown key" in capsys.readouterr().err
+
+
+def test_parquet_output_needs_a_dataset_and_json(tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    base = {"sources": {"*": {"kind": "synthetic"}}}
+    cfg = load_config(write(tmp_path, minimal(tmp_path, ccarchive={**base, "formats": ["json", "parquet"],
+                                                                   "parquet-url": "jobs-ds"})), env=ENV)
+    assert cfg.parquet_url == f"parquet+{tmp_path / 'jobs-ds'}"
+    assert cfg.worker_config().parquet_url == cfg.parquet_url
+    assert load_config(write(tmp_path, minimal(tmp_path, ccarchive=base)), env=ENV).worker_config().parquet_url is None
+    s3 = minimal(tmp_path, ccarchive={**base, "formats": ["json", "parquet"], "parquet-url": "s3://analysis/jobs"},
+                 archive={"kind": "s3", "endpoint": "http://127.0.0.1:9000", "bucket": "arch",
+                          "access-key": "k", "secret-key": "s"})
+    worker = load_config(write(tmp_path, s3), env=ENV).worker_config()
+    assert worker.parquet_url == "parquet+s3://analysis/jobs"
+    assert worker.parquet_storage_options["key"] == "k"  # the archive's endpoint and credentials
+    for extra, message in (({"formats": ["json", "parquet"]}, "parquet-url: ccarchive.formats includes"),
+                           ({"parquet-url": "x"}, "does not include \"parquet\""),
+                           ({"formats": ["parquet"], "parquet-url": "x"}, "must include \"json\""),
+                           ({"formats": ["xml"]}, "expected a non-empty list of json, parquet")):
+        with pytest.raises(ConfigError, match=message):
+            load_config(write(tmp_path, minimal(tmp_path, ccarchive={**base, **extra})), env=ENV)

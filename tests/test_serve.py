@@ -520,3 +520,22 @@ def test_sigterm_timeout_exits_1_and_the_job_is_archived_after_restart(own_servi
     wait_for(lambda: svc.archived(db_id), 120, "pending job archived after restart")
     rc, _ = svc.terminate(timeout=120)
     assert rc == 0
+
+
+def test_parquet_output_from_config(own_service):
+    """``formats: ["json", "parquet"]``: every archived job also lands in the Parquet dataset (flushed
+    when the queue is idle), with the same data as its JSON entry."""
+    svc = own_service(extra={"formats": ["json", "parquet"], "parquet-url": "jobs-ds"}).start()
+    jobs = svc.running_jobs(5)
+    for _, job_id, start in jobs:
+        assert svc.request("POST", "/api/jobs/stop_job/", stop_payload(job_id, start), tok=API)[0] == 200
+    wait_for(lambda: all(svc.archived(db_id) for db_id, _, _ in jobs), 120, "5 jobs archived")
+    dataset = open_archive(f"parquet+{svc.root / 'jobs-ds'}")
+    wait_for(lambda: len(list(dataset.iter_job_keys())) == 5, 60, "5 jobs in the Parquet dataset")
+    archive = open_archive(str(svc.root / "archive"))
+    for _, job_id, start in jobs:
+        key = ("fritz", job_id, start)
+        assert dataset.load_data_bytes(key) == archive.load_data_bytes(key)
+        assert dataset.load_meta_bytes(key) == archive.load_meta_bytes(key)
+    rc, _ = svc.terminate(timeout=60)
+    assert rc == 0, svc.log_text()[-3000:]

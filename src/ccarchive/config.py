@@ -34,7 +34,7 @@ CCARCHIVE_KEYS: dict[str, Any] = {
     "listen": "127.0.0.1:8090", "state-db": None, "grace-period": "5m", "reconcile-interval": "1m",
     "reconcile-horizon": "90d", "retry": {}, "core-scope-max-nodes": 8, "resolution": 0, "formats": ["json"],
     "hooks": {}, "log-format": "plain", "log-level": "info", "shutdown-timeout": "60s", "sources": None,
-    "nats-subject": None, "env-file": None,
+    "nats-subject": None, "env-file": None, "parquet-url": None,
 }
 ARCHIVE_KINDS = ("file", "s3", "sqlite")
 FORMATS = ("json", "parquet")
@@ -88,6 +88,8 @@ class ServiceConfig:
     core_scope_max_nodes: int
     resolution: int
     formats: list[str]
+    #: the Parquet dataset (``parquet+URL``) when ``formats`` includes ``parquet``
+    parquet_url: str | None
     hooks: HookSettings
     log_format: str
     log_level: str
@@ -106,7 +108,7 @@ class ServiceConfig:
 
         names = {f.name for f in dataclasses.fields(WorkerConfig)}
         extra: dict[str, Any] = {}
-        for key, value, default in (("resolution", self.resolution, 0), ("formats", self.formats, ["json"])):
+        for key, value, default in (("resolution", self.resolution, 0),):
             if key in names:
                 extra[key] = value
             elif value != default:
@@ -116,7 +118,30 @@ class ServiceConfig:
         return WorkerConfig(job_db=self.job_db, archive_url=self.archive_url, state_db=self.state_db,
                             source=self.source, storage_options=self.storage_options,
                             core_scope_max_nodes=self.core_scope_max_nodes, log_level=level,
-                            log_format=self.log_format, **extra)
+                            log_format=self.log_format, parquet_url=self.parquet_url,
+                            parquet_storage_options=self._parquet_storage_options(), **extra)
+
+    def _parquet_storage_options(self) -> dict[str, Any]:
+        """An S3 dataset on the archive's S3 endpoint uses the archive's credentials."""
+        if self.parquet_url and self.archive_kind == "s3" and self.parquet_url.startswith("parquet+s3://"):
+            return dict(self.storage_options)
+        return {}
+
+
+def _parquet_url(v: _Values, wanted: bool) -> str | None:
+    """``ccarchive.parquet-url``: required with ``formats: ["json", "parquet"]``, refused without."""
+    url = v["parquet-url"]
+    if not wanted:
+        if url is not None:
+            raise ConfigError(f"{v.what('parquet-url')}: set, but ccarchive.formats does not include \"parquet\"")
+        return None
+    if not isinstance(url, str) or not url.strip():
+        raise ConfigError(f"{v.what('parquet-url')}: ccarchive.formats includes \"parquet\"; name the dataset "
+                          f"(a directory or e.g. s3://bucket/jobs), got {url!r}")
+    url = url.strip()
+    if url.startswith("parquet+"):
+        return url
+    return "parquet+" + (url if "://" in url else str(Path(url).absolute()))
 
 
 def parse_duration(value: Any, what: str) -> float:
@@ -396,6 +421,10 @@ def load_config(path: str, *, env: Mapping[str, str] | None = None,
     formats = v["formats"]
     if not isinstance(formats, list) or not formats or not all(f in FORMATS for f in formats):
         raise ConfigError(f"{v.what('formats')}: expected a non-empty list of {', '.join(FORMATS)}, got {formats!r}")
+    if "json" not in formats:
+        raise ConfigError(f"{v.what('formats')}: must include \"json\": cc-backend reads the job archive "
+                          f"(\"parquet\" is an additional dataset for analysis), got {formats!r}")
+    parquet_url = _parquet_url(v, "parquet" in formats)
     env_file = v["env-file"]
     if env_file:
         if not isinstance(env_file, str):
@@ -425,7 +454,8 @@ def load_config(path: str, *, env: Mapping[str, str] | None = None,
         reconcile_horizon_s=v.duration("reconcile-horizon"), max_attempts=attempts,
         retry_backoff_s=backoff, retry_backoff_max_s=backoff_max,
         core_scope_max_nodes=v.int("core-scope-max-nodes"), resolution=v.int("resolution"),
-        formats=list(formats), hooks=_hooks(v), log_format=v.choice("log-format", ("plain", "json")),
+        formats=list(formats), parquet_url=parquet_url, hooks=_hooks(v),
+        log_format=v.choice("log-format", ("plain", "json")),
         log_level=v.choice("log-level", LOG_LEVELS), shutdown_timeout_s=v.duration("shutdown-timeout"),
         nats=_nats(path, top, v), jwt_public_key=key, disable_authentication=disable_auth,
         api_allowed_ips=list(allowed),

@@ -50,6 +50,7 @@ class WorkerConfig:
     #: also write every archived job to this Parquet dataset (``parquet+URL``); JSON stays the
     #: durable record, the dataset is flushed when the queue is idle and at exit
     parquet_url: str | None = None
+    parquet_storage_options: dict[str, Any] = field(default_factory=dict)
     log_level: int = logging.WARNING
     log_format: str = "plain"
 
@@ -185,7 +186,8 @@ def open_environment(cfg: WorkerConfig) -> dict[str, Any]:
         "source": source_from_spec(cfg.source),
     }
     if cfg.parquet_url:
-        env["sink"] = open_archive(cfg.parquet_url, create=True).sink()  # type: ignore[attr-defined]
+        env["sink"] = open_archive(cfg.parquet_url, create=True,  # type: ignore[attr-defined]
+                                   storage_options=cfg.parquet_storage_options).sink()
     return env
 
 
