@@ -209,7 +209,8 @@ def archive_loaded(
 ) -> ArchiveResult:
     """Statistics, encoding and the write for data that is already in memory (import, replay).
 
-    With a Parquet ``sink`` the job is also added to the dataset (written at the sink's next flush).
+    With a Parquet ``sink`` the job is also added to the dataset (metric by metric; its job row is
+    written at the sink's next flush).
     """
     streamed = _StreamedJob(job, cluster, phases if phases is not None else {}, keep_data=True, sink=sink)
     return streamed.run(((m, data[m]) for m in sorted(data)), archive, list(warnings or []))

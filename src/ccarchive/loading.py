@@ -129,11 +129,11 @@ class _Rows:
         self.ids: list[str | None] = []
 
     def add(self, block: JobMetric) -> None:
+        if self.chunks == 1:
+            self.first = block
+            return
         if self.first is None:
-            self.first = block.without_samples()
-            if self.chunks == 1:
-                self.first = block
-                return
+            self.first = block.without_samples()  # unit and timestep
         r, n, width = len(self.hostnames), block.num_series, block.data.shape[1]
         if width > self.data.shape[1]:  # the first block, or a longer series than before (rare)
             wider = np.full((self.capacity, width), np.nan)

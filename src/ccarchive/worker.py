@@ -74,36 +74,27 @@ class Message:
 
 
 def warm_up() -> None:
-    """Compile (or load from the on-disk cache) every kernel and start the compression threads
-    before taking jobs, so the first job costs no more than the next; only this
-    process writes the JIT cache (concurrent first compiles into one cache can crash)."""
-    import numpy as np
+    """Archive a small synthetic job into a temporary directory before taking jobs: every kernel
+    is compiled (or loaded from the on-disk cache), every lazy import done, the compression
+    threads started, so the first real job costs no more than the next and the idle RSS is the
+    worker's true floor.  Only this process writes the JIT cache (concurrent first compiles into
+    one cache can crash)."""
+    import tempfile
 
-    from .formats.data import encode_job_data
-    from .kernels.aggregate import aggregate
-    from .kernels.reduce import mask_outside_float32, round2, series_stats
-    from .kernels.timestep import statistics_series
-    from .model import JobMetric, Unit
+    from .archive import open_archive
+    from .core import archive_job
+    from .demo import embedded_cluster
+    from .formats.compress import BLOCK_BYTES, DEFAULT_THREADS
+    from .sources.synthetic import SyntheticSource, synthetic_job
 
-    x = np.array([[1.0, np.nan, 3.0]] * 8)
-    n = np.full(8, 3, dtype=np.int64)
-    series_stats(x, n)
-    statistics_series(x, n)
-    aggregate(x, n, np.zeros(8, dtype=np.int64), 1, 0)
-    mask_outside_float32(x.copy())
-    round2(np.array([0.125]))
-    block = JobMetric(Unit(), 60, ["h"] * 8, [str(i) for i in range(8)], x, n)
-    from .statistics import compute_block_statistics
-
-    compute_block_statistics(block)
-    text = encode_job_data({"m": {"core": block}})
-    # start the compression threads and their allocator arenas now, not inside the first job
-    import io
-
-    from .formats.compress import BLOCK_BYTES, DEFAULT_THREADS, GzipBlockWriter
-
-    with GzipBlockWriter(io.BytesIO(), threads=DEFAULT_THREADS) as gz:
-        gz.write(text * (2 * DEFAULT_THREADS * BLOCK_BYTES // len(text) + 1))
+    cluster = embedded_cluster("fritz")
+    # 2 nodes x 72 cores at core scope (aggregation, statisticsSeries), enough text to feed every
+    # compression thread a block
+    samples = 4 * DEFAULT_THREADS * BLOCK_BYTES // (2 * 72 * 20 * 7) + 10
+    job = synthetic_job(cluster, "main", 1, 1_700_000_000, 2, samples * 60, seed=1)
+    with tempfile.TemporaryDirectory(prefix="ccarchive-warm-up-") as tmp:
+        archive_job(job, source=SyntheticSource(seed=1), archive=open_archive(tmp, create=True), cluster=cluster,
+                    keep_data=False)
 
 
 def _hook_payload(job: Any, path: str) -> dict[str, Any]:
