@@ -217,7 +217,7 @@ def _shape_child(name: str, samples: int, baseline: bool, out: Any, parquet: boo
             "bytes_out": res.bytes_written, "json_bytes": len(text), "raw_array_bytes": _raw_array_bytes(job, res.data),
             "gzip_ratio_vs_zlib6": (res.bytes_written - len(arch.load_meta_bytes(job))) / z6,
             "idle_rss_bytes": idle, "peak_rss_bytes": sampler.peak,
-            "gzip_level": compress.DEFAULT_LEVEL, "gzip_threads": compress.DEFAULT_THREADS, "parquet": parquet,
+            "gzip_level": compress.SETTINGS.level, "gzip_threads": compress.SETTINGS.threads, "parquet": parquet,
         }
         del res
         if baseline:  # after the RSS measurement: the straightforward way holds the whole job

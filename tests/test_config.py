@@ -250,3 +250,19 @@ def test_parquet_output_needs_a_dataset_and_json(tmp_path: Path, monkeypatch):
                            ({"formats": ["xml"]}, "expected a non-empty list of json, parquet")):
         with pytest.raises(ConfigError, match=message):
             load_config(write(tmp_path, minimal(tmp_path, ccarchive={**base, **extra})), env=ENV)
+
+
+def test_gzip_level_and_threads(tmp_path: Path):
+    base = {"sources": {"*": {"kind": "synthetic"}}}
+    cfg = load_config(write(tmp_path, minimal(tmp_path, ccarchive={**base, "gzip-level": 6, "gzip-threads": 1})),
+                      env=ENV)
+    worker = cfg.worker_config()
+    assert (worker.gzip_level, worker.gzip_threads) == (6, 1)
+    default = load_config(write(tmp_path, minimal(tmp_path, ccarchive=base)), env=ENV).worker_config()
+    assert (default.gzip_level, default.gzip_threads) == (3, None)
+    assert load_config(write(tmp_path, minimal(tmp_path, ccarchive=base)),
+                       env={**ENV, "CCARCHIVE_GZIP_LEVEL": "1"}).gzip_level == 1
+    for extra, message in (({"gzip-level": 10}, "gzip-level: expected 0..9"), ({"gzip-level": "fast"}, "integer"),
+                           ({"gzip-threads": 0}, "gzip-threads: expected an integer >= 1")):
+        with pytest.raises(ConfigError, match=message):
+            load_config(write(tmp_path, minimal(tmp_path, ccarchive={**base, **extra})), env=ENV)

@@ -288,3 +288,30 @@ def test_rearchive_killed_before_meta_never_pairs_old_meta_with_new_data(
     monkeypatch.undo()
     assert not arch.exists(job)  # incomplete: no meta.json beside the new data
     assert arch.load_data_bytes(job) == encode_job_data(new)
+
+
+def test_configured_level_applies_to_every_writer_and_bad_environment_is_one_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    text = b"".join(b'{"x":%d.25,"y":[1.00,2.50,null]},' % (i * 7919 % 100_003) for i in range(100_000))
+    sizes = {}
+    try:
+        for level in (1, 9):
+            compress.configure(level=level, threads=2)
+            sink = io.BytesIO()
+            with compress.GzipBlockWriter(sink) as w:
+                w.write(text)
+            sizes[level] = len(sink.getvalue())
+            assert sink.getvalue() == compress.gzip_bytes(text, threads=2)  # the same default everywhere
+            assert gzip.decompress(sink.getvalue()) == text
+    finally:
+        compress.configure(level=compress.DEFAULT_LEVEL, threads=compress.DEFAULT_THREADS)
+    assert sizes[9] < sizes[1]
+    with pytest.raises(ValueError, match="0..9"):
+        compress.configure(level=10)
+    run = subprocess.run([sys.executable, "-m", "ccarchive", "verify", str(tmp_path)], capture_output=True, text=True,
+                         env={**os.environ, "CCARCHIVE_GZIP_LEVEL": "12"}, timeout=120)
+    assert run.returncode == 1 and run.stderr.strip().splitlines() == [
+        "ccarchive verify: error: environment CCARCHIVE_GZIP_LEVEL='12': gzip level must be 0..9 (zlib-ng levels), "
+        "got 12"]

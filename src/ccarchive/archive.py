@@ -31,7 +31,7 @@ from .atomicio import TMP_PREFIX, AtomicFile, put_atomic
 from .backends import Entry
 from .cluster import Cluster, encode_cluster, load_cluster
 from .errors import ArchiveVersionError, FormatError, InputError
-from .formats.compress import DEFAULT_LEVEL, DEFAULT_THREADS, GzipBlockWriter, gunzip_bytes, gzip_bytes, should_gzip
+from .formats.compress import GzipBlockWriter, gunzip_bytes, gzip_bytes, should_gzip
 from .formats.data import decode_job_data, encode_job_data
 from .formats.meta import decode_job_meta, encode_job_meta
 from .model import Job, JobData
@@ -191,7 +191,7 @@ class JobArchive:
 
     def write_stream(
         self, job: Job | JobKey, pieces: Iterable[bytes], meta: bytes | Callable[[], bytes], *,
-        level: int = DEFAULT_LEVEL, threads: int = DEFAULT_THREADS,
+        level: int | None = None, threads: int | None = None,
     ) -> WriteResult:
         """Like :meth:`write_encoded`, but data.json arrives in pieces (``iter_job_data``) and is
         gzipped into the destination as it comes, so the job's whole JSON text is never in memory.
@@ -225,7 +225,8 @@ class JobArchive:
         return WriteResult(d, "data.json.gz", stored + len(meta_bytes), raw, {"write": io_s})
 
     def _put_gzip_stream(
-        self, path: str, chunks: Iterator[bytes], level: int, threads: int, *, unpublish: str | None = None
+        self, path: str, chunks: Iterator[bytes], level: int | None, threads: int | None, *,
+        unpublish: str | None = None
     ) -> tuple[int, int, float]:
         """gzip ``chunks`` into ``path`` atomically; returns (text bytes, stored bytes, I/O seconds).
         ``unpublish`` is removed just before the new object replaces the old one (see :meth:`_put`)."""
@@ -329,7 +330,7 @@ class JobArchive:
             self._remove(posixpath.join(d, name))
 
 
-def _gzip_into(f: Any, chunks: Iterator[bytes], level: int, threads: int) -> tuple[int, int, float]:
+def _gzip_into(f: Any, chunks: Iterator[bytes], level: int | None, threads: int | None) -> tuple[int, int, float]:
     gz = GzipBlockWriter(f, level, threads)
     try:
         for chunk in chunks:

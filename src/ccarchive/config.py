@@ -34,7 +34,7 @@ CCARCHIVE_KEYS: dict[str, Any] = {
     "listen": "127.0.0.1:8090", "state-db": None, "grace-period": "5m", "reconcile-interval": "1m",
     "reconcile-horizon": "90d", "retry": {}, "core-scope-max-nodes": 8, "resolution": 0, "formats": ["json"],
     "hooks": {}, "log-format": "plain", "log-level": "info", "shutdown-timeout": "60s", "sources": None,
-    "nats-subject": None, "env-file": None, "parquet-url": None,
+    "nats-subject": None, "env-file": None, "parquet-url": None, "gzip-level": 3, "gzip-threads": None,
 }
 ARCHIVE_KINDS = ("file", "s3", "sqlite")
 FORMATS = ("json", "parquet")
@@ -90,6 +90,8 @@ class ServiceConfig:
     formats: list[str]
     #: the Parquet dataset (``parquet+URL``) when ``formats`` includes ``parquet``
     parquet_url: str | None
+    gzip_level: int
+    gzip_threads: int | None
     hooks: HookSettings
     log_format: str
     log_level: str
@@ -119,6 +121,7 @@ class ServiceConfig:
                             source=self.source, storage_options=self.storage_options,
                             core_scope_max_nodes=self.core_scope_max_nodes, log_level=level,
                             log_format=self.log_format, parquet_url=self.parquet_url,
+                            gzip_level=self.gzip_level, gzip_threads=self.gzip_threads,
                             parquet_storage_options=self._parquet_storage_options(), **extra)
 
     def _parquet_storage_options(self) -> dict[str, Any]:
@@ -425,6 +428,11 @@ def load_config(path: str, *, env: Mapping[str, str] | None = None,
         raise ConfigError(f"{v.what('formats')}: must include \"json\": cc-backend reads the job archive "
                           f"(\"parquet\" is an additional dataset for analysis), got {formats!r}")
     parquet_url = _parquet_url(v, "parquet" in formats)
+    gzip_level = v.int("gzip-level")
+    if gzip_level > 9:
+        raise ConfigError(f"{v.what('gzip-level')}: expected 0..9 (zlib-ng levels; 3 is the measured default), "
+                          f"got {gzip_level}")
+    gzip_threads = None if v["gzip-threads"] is None else v.int("gzip-threads", minimum=1)
     env_file = v["env-file"]
     if env_file:
         if not isinstance(env_file, str):
@@ -454,7 +462,8 @@ def load_config(path: str, *, env: Mapping[str, str] | None = None,
         reconcile_horizon_s=v.duration("reconcile-horizon"), max_attempts=attempts,
         retry_backoff_s=backoff, retry_backoff_max_s=backoff_max,
         core_scope_max_nodes=v.int("core-scope-max-nodes"), resolution=v.int("resolution"),
-        formats=list(formats), parquet_url=parquet_url, hooks=_hooks(v),
+        formats=list(formats), parquet_url=parquet_url, gzip_level=gzip_level, gzip_threads=gzip_threads,
+        hooks=_hooks(v),
         log_format=v.choice("log-format", ("plain", "json")),
         log_level=v.choice("log-level", LOG_LEVELS), shutdown_timeout_s=v.duration("shutdown-timeout"),
         nats=_nats(path, top, v), jwt_public_key=key, disable_authentication=disable_auth,

@@ -51,6 +51,9 @@ class WorkerConfig:
     #: durable record, the dataset is flushed when the queue is idle and at exit
     parquet_url: str | None = None
     parquet_storage_options: dict[str, Any] = field(default_factory=dict)
+    #: data.json.gz compression (None = the process default, see ``formats.compress``)
+    gzip_level: int | None = None
+    gzip_threads: int | None = None
     log_level: int = logging.WARNING
     log_format: str = "plain"
 
@@ -84,13 +87,13 @@ def warm_up() -> None:
     from .archive import open_archive
     from .core import archive_job
     from .demo import embedded_cluster
-    from .formats.compress import BLOCK_BYTES, DEFAULT_THREADS
+    from .formats.compress import BLOCK_BYTES, SETTINGS
     from .sources.synthetic import SyntheticSource, synthetic_job
 
     cluster = embedded_cluster("fritz")
     # 2 nodes x 72 cores at core scope (aggregation, statisticsSeries), enough text to feed every
     # compression thread a block
-    samples = 4 * DEFAULT_THREADS * BLOCK_BYTES // (2 * 72 * 20 * 7) + 10
+    samples = 4 * SETTINGS.threads * BLOCK_BYTES // (2 * 72 * 20 * 7) + 10
     job = synthetic_job(cluster, "main", 1, 1_700_000_000, 2, samples * 60, seed=1)
     with tempfile.TemporaryDirectory(prefix="ccarchive-warm-up-") as tmp:
         archive_job(job, source=SyntheticSource(seed=1), archive=open_archive(tmp, create=True), cluster=cluster,
@@ -203,6 +206,9 @@ def worker_main(cfg: WorkerConfig, queue: Any, results: Any, cancel: Any) -> Non
     setup_logging(0 if cfg.log_level >= logging.WARNING else 1, cfg.log_format)
     pid = os.getpid()
     try:
+        from .formats import compress
+
+        compress.configure(level=cfg.gzip_level, threads=cfg.gzip_threads)
         warm_up()
         env = open_environment(cfg)
     except BaseException as e:  # noqa: BLE001 - report why the worker cannot run, then exit

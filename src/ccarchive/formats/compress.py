@@ -15,9 +15,11 @@ zlib L4             1.11        1.05       55-70
 ==================  ==========  =========  ==================
 
 ISA-L is fastest but misses the 15 % rule on smooth real data, so the default is zlib-ng level 3;
-``level`` 0-9 is zlib-ng's (same meaning as zlib's).
+``level`` 0-9 is zlib-ng's (same meaning as zlib's).  The process-wide level and thread count
+come from :func:`configure` (the service's ``gzip-level`` / ``gzip-threads``) or the environment
+(``CCARCHIVE_GZIP_LEVEL``, ``CCARCHIVE_GZIP_THREADS``).
 
-Why blocks: the text is cut into fixed 1 MiB blocks, each deflated independently (primed with the
+Why blocks: the text is cut into fixed 512 KiB blocks, each deflated independently (primed with the
 previous block's last 32 KiB as dictionary, ended by a sync flush), pigz-style.  So the blocks can
 be compressed on other threads (zlib-ng releases the GIL) while the caller formats the next block,
 the size cost is ~0.3 %, and -- since the cut points depend only on the byte offsets -- the output
@@ -40,6 +42,8 @@ from typing import IO, cast
 from isal import igzip
 from zlib_ng import zlib_ng
 
+from ..errors import InputError
+
 #: cc-backend's filesystem backend gzips data.json when the encoded text incl. "\n" exceeds this.
 GZIP_THRESHOLD = 2000
 #: zlib-ng level 3: ~1.10x zlib 6 on real data at 7-10x its speed (table above).
@@ -47,8 +51,8 @@ DEFAULT_LEVEL = 3
 #: Bytes per independently deflated block.
 BLOCK_BYTES = 1 << 19
 #: Compression threads by default: every core up to two (the caller's thread keeps encoding
-#: meanwhile); ``CCARCHIVE_GZIP_THREADS`` overrides it (1 = no overlap, compress in the caller).
-DEFAULT_THREADS = max(1, int(os.environ.get("CCARCHIVE_GZIP_THREADS") or min(2, os.cpu_count() or 1)))
+#: meanwhile; 1 = no overlap, compress in the caller).
+DEFAULT_THREADS = max(1, min(2, os.cpu_count() or 1))
 GZIP_MAGIC = b"\x1f\x8b"
 #: magic, deflate, no flags, mtime 0, no extra flags, OS 255 (unknown: same bytes on every OS)
 _HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
@@ -72,8 +76,37 @@ def is_gzip(head: bytes) -> bool:
 
 
 def _check_level(level: int) -> None:
-    if not 0 <= level <= 9:
-        raise ValueError(f"gzip level must be 0..9 (zlib-ng levels), got {level}")
+    if isinstance(level, bool) or not isinstance(level, int) or not 0 <= level <= 9:
+        raise ValueError(f"gzip level must be 0..9 (zlib-ng levels), got {level!r}")
+
+
+class GzipSettings:
+    """The level and thread count used where a call does not name them."""
+
+    def __init__(self) -> None:
+        self.level, self.threads = DEFAULT_LEVEL, DEFAULT_THREADS
+        for name, key in (("CCARCHIVE_GZIP_LEVEL", "level"), ("CCARCHIVE_GZIP_THREADS", "threads")):
+            raw = os.environ.get(name)
+            if raw:
+                try:
+                    configure(self, **{key: int(raw)})
+                except ValueError as e:
+                    raise InputError(f"environment {name}={raw!r}: {e}") from None
+
+
+def configure(settings: GzipSettings | None = None, level: int | None = None, threads: int | None = None) -> None:
+    """Set the process-wide gzip ``level`` (0-9) and ``threads`` (>= 1); None keeps the current."""
+    target = settings if settings is not None else SETTINGS
+    if level is not None:
+        _check_level(level)
+        target.level = level
+    if threads is not None:
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ValueError(f"gzip threads must be a positive integer, got {threads!r}")
+        target.threads = threads
+
+
+SETTINGS = GzipSettings()
 
 
 def _shared_pool(threads: int) -> ThreadPoolExecutor:
@@ -102,7 +135,9 @@ class GzipBlockWriter:
     flight, so memory stays bounded at a few MiB however large the text.  ``close()`` writes the
     trailer; ``abort()`` stops without it (the caller then discards the destination)."""
 
-    def __init__(self, fileobj: IO[bytes], level: int = DEFAULT_LEVEL, threads: int = DEFAULT_THREADS) -> None:
+    def __init__(self, fileobj: IO[bytes], level: int | None = None, threads: int | None = None) -> None:
+        level = SETTINGS.level if level is None else level
+        threads = SETTINGS.threads if threads is None else threads
         _check_level(level)
         self.fileobj, self.level = fileobj, level
         self.threads = (os.cpu_count() or 1) if threads < 0 else max(1, threads)
@@ -192,7 +227,7 @@ class GzipBlockWriter:
             self.abort()
 
 
-def gzip_bytes(data: bytes | bytearray | memoryview, level: int = DEFAULT_LEVEL, threads: int = 1) -> bytes:
+def gzip_bytes(data: bytes | bytearray | memoryview, level: int | None = None, threads: int = 1) -> bytes:
     """Compress ``data`` into one standard gzip member, the same bytes :class:`GzipBlockWriter`
     produces for the same text (any thread count)."""
     out = io.BytesIO()
@@ -206,9 +241,9 @@ def gunzip_bytes(data: bytes | bytearray | memoryview) -> bytes:
     return igzip.decompress(data)
 
 
-def open_gzip_writer(fileobj: IO[bytes], level: int = DEFAULT_LEVEL, threads: int = 1) -> IO[bytes]:
+def open_gzip_writer(fileobj: IO[bytes], level: int | None = None, threads: int = 1) -> IO[bytes]:
     """A binary writer that gzips into ``fileobj`` (left open on close); ``threads > 1`` deflates
-    1 MiB blocks in parallel (still one gzip member), ``threads < 0`` uses every core."""
+    blocks in parallel (still one gzip member), ``threads < 0`` uses every core."""
     return cast(IO[bytes], GzipBlockWriter(fileobj, level, threads))
 
 
