@@ -21,6 +21,7 @@ metric's ``aggregation``) forms it; ``members`` is None for node-native series.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -112,6 +113,13 @@ def _native_ids(resource: Resource, topo: Topology, native: str) -> list[int] | 
     return hws if native == "hwthread" else topo.groups_of(native, hws)
 
 
+@functools.lru_cache(maxsize=1024)
+def _names(ids: tuple[int | str, ...]) -> tuple[str, ...]:
+    """Native ids as strings, one shared tuple per id set: a 64-node job plans 64 hosts x 72
+    hwthreads for each of its hwthread metrics, the same few tuples over and over."""
+    return tuple(str(i) for i in ids)
+
+
 def _host_series(resource: Resource, topo: Topology, native: str, scope: str) -> list[PlannedSeries]:
     host = resource.hostname
     if native == "node":
@@ -119,7 +127,7 @@ def _host_series(resource: Resource, topo: Topology, native: str, scope: str) ->
     ids = _native_ids(resource, topo, native)
     if not ids:
         return []
-    names = tuple(str(i) for i in ids)
+    names = _names(tuple(ids))
     if scope == "node":
         return [PlannedSeries(host, names[0], names)]
     if scope == native:
