@@ -291,3 +291,34 @@ def test_job_failing_mid_stream_leaves_no_rows(tmp_path: Path):
     assert list(arch.iter_job_keys()) == [good.key] and arch.load_data_bytes(good) == encode_job_data(res.data)
     series = pq.read_table(root / "series").num_rows
     assert series == sum(b.num_series for scopes in res.data.values() for b in scopes.values())
+
+
+def test_killed_streaming_writer_leaves_nothing_readers_see(tmp_path: Path):
+    """A worker killed while a large job streams into its own series file leaves a hidden temporary
+    file that neither a ``*.parquet`` glob (DuckDB) nor the dataset readers pick up."""
+    from ccarchive.core import archive_job
+    from ccarchive.demo import embedded_cluster
+    from ccarchive.errors import InputError
+    from ccarchive.loading import JobLoader
+    from ccarchive.sources.synthetic import SyntheticSource, synthetic_job
+    from ccarchive.statistics import compute_block_statistics
+
+    fritz = embedded_cluster("fritz")
+    big = synthetic_job(fritz, "main", 1, 1_767_225_600, 4, 6 * 3600, seed=1)
+    root = tmp_path / "ds"
+    arch = open_archive(f"parquet+{root}", create=True)
+    dying = arch.sink(stream_job_bytes=64 << 10)
+    for n, (name, scopes) in enumerate(JobLoader(big, fritz, SyntheticSource(seed=1))):
+        for block in scopes.values():
+            compute_block_statistics(block)
+        dying.add_metric(big, name, scopes)
+        if n == 3:
+            break  # "killed": no add(), no abandon()
+    with pytest.raises(InputError, match="flush while job fritz/1/"):
+        dying.flush()
+    assert len(arch.temporary_files()) == 1 and list(root.rglob("*.parquet")) == []
+    good = synthetic_job(fritz, "main", 2, 1_767_225_600, 1, 3600, seed=2)
+    with arch.sink() as sink:
+        res = archive_job(good, source=SyntheticSource(seed=2), archive=None, cluster=fritz, sink=sink)
+    assert list(arch.iter_job_keys()) == [good.key] and arch.load_data_bytes(good) == encode_job_data(res.data)
+    assert pq.read_table(root / "series").num_rows == sum(b.num_series for s in res.data.values() for b in s.values())

@@ -21,6 +21,9 @@ from fsspec.implementations.local import LocalFileSystem
 
 #: Hidden name prefix of files being written; ``temporary_files()`` of the archives lists them.
 TMP_PREFIX = ".ccarchive-tmp-"
+#: ... and their suffix: a left-over of a killed writer must not match ``*.parquet`` or ``data.json*``
+#: globs (DuckDB's ``read_parquet('…/**/*.parquet')`` does not skip hidden files).
+TMP_SUFFIX = ".partial"
 #: fsspec protocols whose ``open(path, "wb")`` shows the object before close (not atomic).
 BUFFERED_PROTOCOLS = frozenset({"memory"})
 
@@ -43,7 +46,7 @@ class AtomicFile:
         self._buffer: io.BytesIO | None = None
         if isinstance(fs, LocalFileSystem):
             os.makedirs(parent, exist_ok=True)
-            self._tmp = posixpath.join(parent, f"{TMP_PREFIX}{uuid.uuid4().hex}-{posixpath.basename(path)}")
+            self._tmp = posixpath.join(parent, f"{TMP_PREFIX}{uuid.uuid4().hex}-{posixpath.basename(path)}{TMP_SUFFIX}")
             self.file: IO[bytes] = open(self._tmp, "wb")  # noqa: SIM115 - closed by commit/abort
         elif BUFFERED_PROTOCOLS.intersection(_protocols(fs)):
             self._buffer = io.BytesIO()

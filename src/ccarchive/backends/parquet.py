@@ -480,6 +480,9 @@ class ParquetSink:
     def flush(self) -> list[str]:
         """Write the buffered jobs: series and metrics files first, jobs files last.  Returns the
         paths written (none when nothing is buffered).  On failure the buffer is kept for a retry."""
+        if self._current is not None:
+            raise InputError(f"{self.dataset.url}: flush while {self._current.job.label} is being added "
+                             f"(finish it with add() or drop it with abandon() first)")
         if not self._jobs:
             return []
         # A retry after a failed flush writes the same names and skips the files already written:
