@@ -315,3 +315,18 @@ def test_configured_level_applies_to_every_writer_and_bad_environment_is_one_lin
     assert run.returncode == 1 and run.stderr.strip().splitlines() == [
         "ccarchive verify: error: environment CCARCHIVE_GZIP_LEVEL='12': gzip level must be 0..9 (zlib-ng levels), "
         "got 12"]
+
+
+def test_block_gzip_is_read_by_gnu_gzip(tmp_path: Path) -> None:
+    """Another implementation's reader (GNU gzip, as Go's compress/gzip: RFC 1952, CRC and size
+    checked) accepts the multi-block, multi-thread output."""
+    import shutil
+    import subprocess
+
+    gz = shutil.which("gzip")
+    assert gz is not None, "gzip(1) is part of every Debian system"
+    text = b"".join(b'{"x":%d.25,"y":[1.00,2.50,null]},' % i for i in range(150_000))  # ~5 MB: many blocks
+    path = tmp_path / "data.json.gz"
+    path.write_bytes(compress.gzip_bytes(text, threads=2))
+    subprocess.run([gz, "-t", str(path)], check=True, timeout=60)
+    assert subprocess.run([gz, "-dc", str(path)], check=True, capture_output=True, timeout=60).stdout == text
