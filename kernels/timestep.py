@@ -36,6 +36,9 @@ _SMALL = 32
 _ABS_MASK = 0x7FFFFFFFFFFFFFFF
 
 
+# The same two helpers as in reduce.py, kept here on purpose: numba's on-disk cache (cache=True)
+# checks only the source file of the cached function, so a kernel inlining a helper from another
+# module would keep stale machine code after that module changed.
 @njit(inline="always")
 def _order_key(x):
     bits = np.float64(x).view(np.int64)

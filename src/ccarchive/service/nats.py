@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,7 +56,8 @@ def _unescape(text: str) -> str:
 
 
 def _split_unquoted(text: str, sep: str) -> list[str]:
-    """Split at ``sep`` outside quotes and not escaped by a backslash."""
+    """Split at ``sep`` outside quotes and not escaped by a backslash (also the message into lines:
+    a newline inside a quoted field value does not end the line)."""
     parts, cur, i, quoted = [], [], 0, False
     while i < len(text):
         c = text[i]
@@ -74,26 +75,6 @@ def _split_unquoted(text: str, sep: str) -> list[str]:
         i += 1
     parts.append("".join(cur))
     return parts
-
-
-def _lines(data: str) -> Iterator[str]:
-    """Lines, where a newline inside a quoted field value does not end the line."""
-    cur, i, quoted = [], 0, False
-    while i < len(data):
-        c = data[i]
-        if c == "\\" and i + 1 < len(data):
-            cur.append(data[i:i + 2])
-            i += 2
-            continue
-        if c == '"':
-            quoted = not quoted
-        if c == "\n" and not quoted:
-            yield "".join(cur)
-            cur = []
-        else:
-            cur.append(c)
-        i += 1
-    yield "".join(cur)
 
 
 def _string_field(value: str) -> str | None:
@@ -115,7 +96,7 @@ def parse_line_protocol(data: bytes | str) -> list[LineEvent]:
     rest of that message is then dropped)."""
     text = data.decode("utf-8") if isinstance(data, bytes) else data
     events = []
-    for raw in _lines(text):
+    for raw in _split_unquoted(text, "\n"):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
