@@ -234,7 +234,8 @@ def _shape_child(name: str, samples: int, baseline: bool, out: Any, parquet: boo
             row["speedup_incl_load"] = row["baseline_total_s"] / row["total_s"]
             row["identical"] = btext == text
             if not row["identical"]:
-                i = next(k for k in range(min(len(text), len(btext))) if text[k] != btext[k])
+                common = min(len(text), len(btext))
+                i = next((k for k in range(common) if text[k] != btext[k]), common)
                 row["first_difference"] = f"byte {i}: ours {text[i - 40:i + 40]!r} vs baseline {btext[i - 40:i + 40]!r}"
     out.put(row)
 
