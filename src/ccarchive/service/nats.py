@@ -43,10 +43,12 @@ class LineProtocolError(ValueError):
     """A line that is not valid InfluxDB line protocol."""
 
 
-def _unescape(text: str) -> str:
+def _unescape(text: str, escaped: str = ", =\\") -> str:
+    """Drop the backslash before any of ``escaped`` (names and tags: comma, space, equals, backslash;
+    string field values: quote and backslash)."""
     out, i = [], 0
     while i < len(text):
-        if text[i] == "\\" and i + 1 < len(text) and text[i + 1] in ", =\\":
+        if text[i] == "\\" and i + 1 < len(text) and text[i + 1] in escaped:
             out.append(text[i + 1])
             i += 2
         else:
@@ -80,15 +82,7 @@ def _split_unquoted(text: str, sep: str) -> list[str]:
 def _string_field(value: str) -> str | None:
     if len(value) < 2 or value[0] != '"' or value[-1] != '"':
         return None
-    body, out, i = value[1:-1], [], 0
-    while i < len(body):
-        if body[i] == "\\" and i + 1 < len(body) and body[i + 1] in '"\\':
-            out.append(body[i + 1])
-            i += 2
-        else:
-            out.append(body[i])
-            i += 1
-    return "".join(out)
+    return _unescape(value[1:-1], '"\\')
 
 
 def parse_line_protocol(data: bytes | str) -> list[LineEvent]:
