@@ -169,3 +169,25 @@ def test_synthetic_jobs_through_the_archiver(s3: S3Server):
     for _, r in results:
         assert arch.load_meta_bytes(r.job.key) == encode_job_meta(r.job)
         assert arch.load_data_bytes(r.job.key) == encode_job_data(r.data)
+
+
+@pytest.mark.parametrize("name", ["../outside", "/outside", "..", "a\x00b", "a\nb"])
+def test_bad_cluster_names_and_keys_are_refused_before_any_request(s3: S3Server, name: str):
+    """The S3 archive checks cluster names and job keys like every backend: an InputError
+    (bad-input, not a transient error to retry) for every method, and nothing written."""
+    from test_names import name_operations, tree
+
+    bucket = _bucket()
+    arch = open_archive(f"s3://{bucket}/arch", create=True, storage_options=s3.storage_options())
+    raw = next(j for j in fixture_jobs() if j.key[0] == "fritz")
+    fritz = next(c for c in fixture_clusters() if c.name == "fritz")
+    arch.store_cluster(fritz)
+    before = tree(s3.root / bucket)
+    for op, call in name_operations(arch, fritz, raw, name).items():
+        with pytest.raises(InputError) as info:
+            call()
+        assert info.value.reason == "bad-input" and str(info.value).startswith("cluster name "), op
+    with pytest.raises(InputError, match="^job id -1 is negative"):
+        arch.write_encoded(("fritz", -1, raw.key[2]), small_data(raw), raw.meta)
+    assert tree(s3.root / bucket) == before
+    assert arch.clusters() == ["fritz"]

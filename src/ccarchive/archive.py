@@ -35,6 +35,7 @@ from .formats.compress import GzipBlockWriter, gunzip_bytes, gzip_bytes, should_
 from .formats.data import decode_job_data, encode_job_data
 from .formats.meta import decode_job_meta, encode_job_meta
 from .model import Job, JobData
+from .names import check_cluster_name, check_job_key, is_cluster_name, is_job_key
 
 if TYPE_CHECKING:
     from .backends import Archive
@@ -44,8 +45,22 @@ JobKey = tuple[str, int, int]
 
 
 def job_path(cluster: str, job_id: int, start_time: int) -> str:
-    """Relative directory of a job: ``<cluster>/<jobId/1000>/<%03d jobId%1000>/<startTime>``."""
+    """Relative directory of a job: ``<cluster>/<jobId/1000>/<%03d jobId%1000>/<startTime>``.
+
+    Only formats: the backends check the key (:func:`ccarchive.names.check_job_key`) before a
+    path is built from it."""
     return f"{cluster}/{job_id // 1000}/{job_id % 1000:03d}/{start_time}"
+
+
+def parse_job_path(cluster: str, lvl1: str, lvl2: str, start: str) -> JobKey | None:
+    """The key of a stored job directory, or None when the directory is not one ccarchive or
+    cc-backend writes (not digits, a leading zero, a sign, out of range, a bad cluster name)."""
+    if not all(p.isascii() and p.isdigit() for p in (lvl1, lvl2, start)):
+        return None
+    key = (cluster, int(lvl1) * 1000 + int(lvl2), int(start))
+    if not is_job_key(key) or job_path(*key) != f"{cluster}/{lvl1}/{lvl2}/{start}":
+        return None
+    return key
 
 
 @dataclass
@@ -61,7 +76,8 @@ class WriteResult:
 
 
 def _key(job: Job | JobKey) -> JobKey:
-    return job.key if isinstance(job, Job) else job
+    """The checked key of a job: nothing outside the archive is ever addressed."""
+    return check_job_key(job.key if isinstance(job, Job) else job)
 
 
 class JobArchive:
@@ -82,6 +98,10 @@ class JobArchive:
 
     def job_dir(self, job: Job | JobKey) -> str:
         return self._p(job_path(*_key(job)))
+
+    def _cluster_path(self, name: str, *parts: str) -> str:
+        """A path under a cluster's directory, the name checked first."""
+        return self._p(check_cluster_name(name), *parts)
 
     # -- version.txt -----------------------------------------------------------------------
     def _check_version(self, create: bool) -> None:
@@ -136,20 +156,21 @@ class JobArchive:
 
     # -- clusters ------------------------------------------------------------------------------
     def clusters(self) -> list[str]:
-        """Cluster names: every top-level directory (hidden ones excluded)."""
+        """Cluster names: every top-level directory whose name is a valid cluster name (so
+        hidden ones are excluded)."""
         out = []
         for info in self.fs.ls(self.root or "/", detail=True):
             name = posixpath.basename(info["name"].rstrip("/"))
-            if info["type"] == "directory" and not name.startswith("."):
+            if info["type"] == "directory" and is_cluster_name(name):
                 out.append(name)
         return sorted(out)
 
     def has_cluster(self, name: str) -> bool:
-        return bool(self.fs.exists(self._p(name, "cluster.json")))
+        return bool(self.fs.exists(self._cluster_path(name, "cluster.json")))
 
     def load_cluster(self, name: str) -> Cluster:
         if name not in self._clusters:
-            path = self._p(name, "cluster.json")
+            path = self._cluster_path(name, "cluster.json")
             try:
                 raw = self.fs.cat_file(path)
             except FileNotFoundError:
@@ -160,7 +181,7 @@ class JobArchive:
         return self._clusters[name]
 
     def store_cluster(self, cluster: Cluster) -> None:
-        self._put(self._p(cluster.name, "cluster.json"), encode_cluster(cluster))
+        self._put(self._cluster_path(cluster.name, "cluster.json"), encode_cluster(cluster))
         self._clusters[cluster.name] = cluster
 
     # -- jobs ------------------------------------------------------------------------------------
@@ -268,19 +289,16 @@ class JobArchive:
     def iter_job_keys(self, cluster: str | None = None) -> Iterator[JobKey]:
         """Keys of complete entries (with meta.json), sorted by cluster, jobId, startTime."""
         for c in [cluster] if cluster else self.clusters():
-            base = self._p(c)
+            base = self._cluster_path(c)
             try:
                 metas = self.fs.glob(posixpath.join(base, "*", "*", "*", "meta.json"))
             except FileNotFoundError:
                 continue
             keys = []
             for m in metas:
-                parts = m.rstrip("/").split("/")
-                try:
-                    lvl1, lvl2, start = int(parts[-4]), int(parts[-3]), int(parts[-2])
-                except ValueError:
-                    continue
-                keys.append((c, lvl1 * 1000 + lvl2, start))
+                key = parse_job_path(c, *m.rstrip("/").split("/")[-4:-1])
+                if key is not None:
+                    keys.append(key)
             yield from sorted(keys)
 
     def iter_jobs(self, cluster: str | None = None) -> Iterator[Job]:
@@ -294,7 +312,7 @@ class JobArchive:
     # -- backend-neutral helpers (verify, convert; same names on every backend) --------------------
     def load_cluster_bytes(self, name: str) -> bytes:
         """``<cluster>/cluster.json`` as stored; FileNotFoundError when it is missing."""
-        return bytes(self.fs.cat_file(self._p(name, "cluster.json")))
+        return bytes(self.fs.cat_file(self._cluster_path(name, "cluster.json")))
 
     def load_meta_bytes(self, job: Job | JobKey) -> bytes:
         """meta.json exactly as stored."""
@@ -305,7 +323,7 @@ class JobArchive:
 
     def list_entries(self, cluster: str) -> Iterator[Entry]:
         """Every start-time directory of a cluster with its file names, complete or not, sorted."""
-        base = self._p(cluster)
+        base = self._cluster_path(cluster)
         files: dict[str, list[str]] = {}
         try:
             found = self.fs.find(base)
@@ -316,12 +334,9 @@ class JobArchive:
             if len(rel) == 4:
                 files.setdefault("/".join([cluster, *rel[:3]]), []).append(rel[3])
         for rel_dir, names in sorted(files.items()):
-            _, l1, l2, start = rel_dir.split("/")
-            try:
-                key = (cluster, int(l1) * 1000 + int(l2), int(start))
-            except ValueError:
-                continue
-            yield Entry(rel_dir, key, sorted(names))
+            key = parse_job_path(cluster, *rel_dir.split("/")[1:])
+            if key is not None:
+                yield Entry(rel_dir, key, sorted(names))
 
     def delete_job(self, job: Job | JobKey) -> None:
         """Remove a job: meta.json first (the entry stops being a job at once), then its data."""

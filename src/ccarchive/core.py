@@ -17,6 +17,7 @@ from .formats.data import iter_data_entries
 from .formats.meta import encode_job_meta
 from .loading import JobLoader
 from .model import Job, JobData, JobMetric
+from .names import check_job_key
 from .statistics import StatisticsReport, compute_block_statistics, finalize_job
 
 if TYPE_CHECKING:
@@ -177,6 +178,7 @@ class _StreamedJob:
             raw = sum(len(piece) for piece in pieces)
             self.meta()
             return None, raw
+        check_job_key(self.job.key)  # a key the archive refuses must fail before cluster.json is stored
         with self.timer("write"):
             if not archive.has_cluster(self.cluster.name):
                 archive.store_cluster(self.cluster)

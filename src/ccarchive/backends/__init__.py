@@ -16,12 +16,12 @@ import errno
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
 
+from ..names import JobKey, check_job_key
+
 if TYPE_CHECKING:
     from ..archive import WriteResult
     from ..cluster import Cluster
     from ..model import Job, JobData
-
-JobKey = tuple[str, int, int]
 
 
 class Entry(NamedTuple):
@@ -59,10 +59,9 @@ class Archive(Protocol):
 
 
 def key_of(job: Any) -> JobKey:
-    """``(cluster, jobId, startTime)`` of a :class:`~ccarchive.model.Job` or a key tuple."""
-    key = getattr(job, "key", job)
-    cluster, job_id, start = key
-    return (str(cluster), int(job_id), int(start))
+    """``(cluster, jobId, startTime)`` of a :class:`~ccarchive.model.Job` or a key tuple, checked
+    (:func:`ccarchive.names.check_job_key`): an ``InputError`` for a key no backend may store."""
+    return check_job_key(getattr(job, "key", job))
 
 
 #: botocore / aiohttp exception classes (by name, so neither needs importing) that mean

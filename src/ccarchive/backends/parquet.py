@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+import re
 import time
 import urllib.parse
 import uuid
@@ -48,6 +49,7 @@ from ..errors import ClusterConfigError, FormatError, InputError
 from ..formats.data import decode_job_data, encode_job_data
 from ..formats.meta import decode_job_meta, encode_job_meta
 from ..model import FloatArray, Job, JobData, JobMetric, StatsSeries, Unit
+from ..names import check_cluster_name, check_key_int, is_cluster_name, is_job_key
 from . import Entry, JobKey, key_of
 from . import parquet_schema as S
 
@@ -61,8 +63,17 @@ ROW_GROUP_BYTES = 32 << 20
 STREAM_JOB_BYTES = 4 << 20
 
 
+#: ``start_month`` partition values are four-digit years: start times up to 9999-12-31 23:59:59 UTC
+MAX_START_TIME = 253402300799
+_MONTH = re.compile(r"[0-9]{4}-[0-9]{2}")
+
+
 def start_month(start_time: int) -> str:
     """The ``start_month`` partition value: UTC ``YYYY-MM`` of a unix time."""
+    start_time = check_key_int(start_time, "start time")
+    if start_time > MAX_START_TIME:
+        raise InputError(f"start time {start_time} is after the year 9999 (the Parquet dataset is partitioned "
+                         f"by the UTC month of the start time)")
     t = time.gmtime(start_time)
     return f"{t.tm_year:04d}-{t.tm_mon:02d}"
 
@@ -120,12 +131,20 @@ class ParquetArchive:
         """Write one whole file atomically (:class:`~ccarchive.atomicio.AtomicFile`)."""
         put_atomic(self.fs, path, payload)
 
+    def partition_dir(self, table: str, cluster: str, month: str) -> str:
+        """``<root>/<table>/cluster=<c>/start_month=<m>``, the cluster name checked first."""
+        return self._p(table, _segment("cluster", check_cluster_name(cluster)), _segment("start_month", month))
+
+    def _cluster_file(self, name: str) -> str:
+        return self._p("clusters", f"{check_cluster_name(name)}.json")
+
     # -- clusters ---------------------------------------------------------------------------------
     def clusters(self) -> list[str]:
-        """Clusters with a stored config or with jobs, sorted."""
+        """Clusters with a stored config or with jobs, sorted (names that are not valid cluster
+        names, which ccarchive never writes, are left out)."""
         names = {posixpath.basename(p)[:-5] for p in self._ls(self._p("clusters")) if p.endswith(".json")}
         names |= {v for v in (_partition_value(p, "cluster") for p in self._ls(self._p("jobs"))) if v}
-        return sorted(names)
+        return sorted(n for n in names if is_cluster_name(n))
 
     def _ls(self, path: str) -> list[str]:
         try:
@@ -134,10 +153,10 @@ class ParquetArchive:
             return []
 
     def has_cluster(self, name: str) -> bool:
-        return bool(self.fs.exists(self._p("clusters", f"{name}.json")))
+        return bool(self.fs.exists(self._cluster_file(name)))
 
     def load_cluster_bytes(self, name: str) -> bytes:
-        return bytes(self.fs.cat_file(self._p("clusters", f"{name}.json")))
+        return bytes(self.fs.cat_file(self._cluster_file(name)))
 
     def load_cluster(self, name: str) -> Cluster:
         if name not in self._clusters:
@@ -149,7 +168,7 @@ class ParquetArchive:
         return self._clusters[name]
 
     def store_cluster(self, cluster: Cluster) -> None:
-        self.put(self._p("clusters", f"{cluster.name}.json"), encode_cluster(cluster))
+        self.put(self._cluster_file(cluster.name), encode_cluster(cluster))
         self._clusters[cluster.name] = cluster
 
     # -- writing ----------------------------------------------------------------------------------
@@ -175,6 +194,7 @@ class ParquetArchive:
         return self.write_job(decoded, decode_job_data(encoded_data))
 
     def delete_job(self, job: Job | JobKey) -> None:
+        key_of(job)  # a bad key is reported as such, like on every other backend
         raise InputError(f"{self.url}: the Parquet dataset is append-only; jobs cannot be deleted "
                          f"(archive the job again to supersede it)")
 
@@ -189,18 +209,22 @@ class ParquetArchive:
                           partitioning=ds.partitioning(S.PARTITIONS, flavor="hive"))
 
     def _partitions(self, cluster: str | None) -> list[tuple[str, str]]:
+        """(cluster, month) of every ``jobs`` partition; directories ccarchive never writes are skipped."""
+        if cluster is not None:
+            check_cluster_name(cluster)
         out = []
         for cdir in self._ls(self._p("jobs")):
             c = _partition_value(cdir, "cluster")
-            if c is None or (cluster is not None and c != cluster):
+            if c is None or not is_cluster_name(c) or (cluster is not None and c != cluster):
                 continue
-            out += [(c, m) for m in (_partition_value(p, "start_month") for p in self._ls(cdir)) if m]
+            months = (_partition_value(p, "start_month") for p in self._ls(cdir))
+            out += [(c, m) for m in months if m is not None and _MONTH.fullmatch(m)]
         return sorted(out)
 
     def _read(self, table: str, cluster: str, month: str, flt: Any = None,
               columns: list[str] | None = None) -> pa.Table:
         """Rows of one partition of ``table`` (partition columns not included)."""
-        base = self._p(table, _segment("cluster", cluster), _segment("start_month", month))
+        base = self.partition_dir(table, cluster, month)
         try:
             d = ds.dataset(base, filesystem=self._pafs, format="parquet", schema=S.SCHEMAS[table])
         except (FileNotFoundError, OSError):
@@ -237,8 +261,8 @@ class ParquetArchive:
         keys: list[JobKey] = []
         for c, m in self._partitions(cluster):
             t = self._read("jobs", c, m, columns=["job_id", "start_time"])
-            keys += {(c, int(j), int(s)) for j, s in
-                     zip(t["job_id"].to_pylist(), t["start_time"].to_pylist(), strict=True)}
+            keys += {(c, j, s) for j, s in zip(t["job_id"].to_pylist(), t["start_time"].to_pylist(), strict=True)
+                     if is_job_key((c, j, s))}
         yield from sorted(keys)
 
     def iter_jobs(self, cluster: str | None = None) -> Iterator[Job]:
@@ -410,6 +434,7 @@ class ParquetSink:
         return len(self._jobs) >= self.max_jobs or self._bytes >= self.max_bytes
 
     def _rows_of(self, job: Job) -> _JobRows:
+        start_month(key_of(job)[2])  # a key the dataset cannot store is refused before any row of it exists
         if self._current is not None and self._current.job.key != job.key:
             self.abandon()  # a job that never finished (its archiving failed)
         if self._current is None:
@@ -431,9 +456,9 @@ class ParquetSink:
         if rows.writer is None:
             job = rows.job
             stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-            rows.path = self.dataset._p("series", _segment("cluster", job.cluster),
-                                        _segment("start_month", start_month(job.start_time)),
-                                        f"part-{stamp}-{self._batch}-{job.job_id}-{job.start_time}.parquet")
+            cluster, job_id, start = key_of(job)
+            rows.path = posixpath.join(self.dataset.partition_dir("series", cluster, start_month(start)),
+                                       f"part-{stamp}-{self._batch}-{job_id}-{start}.parquet")
             rows.file = AtomicFile(self.dataset.fs, rows.path)
             rows.writer = S.parquet_writer("series", rows.file.file)
         if rows.series:
@@ -500,7 +525,7 @@ class ParquetSink:
         name = f"part-{stamp}-{self._batch}.parquet"
         for (cluster, month), tables in sorted(self._series.items()):
             table = S.sorted_for("series", pa.concat_tables(tables)) if tables else S.SERIES.empty_table()
-            path = self.dataset._p("series", _segment("cluster", cluster), _segment("start_month", month), name)
+            path = posixpath.join(self.dataset.partition_dir("series", cluster, month), name)
             if path not in self._flushed:
                 with AtomicFile(self.dataset.fs, path) as out, S.parquet_writer("series", out.file) as writer:
                     S.write_row_groups(writer, table, ROW_GROUP_BYTES)
@@ -510,7 +535,7 @@ class ParquetSink:
                  "jobs": {part: pa.Table.from_pylist(rows, schema=S.JOBS) for part, rows in jobs.items()}}
         for t in ("metrics", "jobs"):
             for (cluster, month), table in sorted(small[t].items()):
-                path = self.dataset._p(t, _segment("cluster", cluster), _segment("start_month", month), name)
+                path = posixpath.join(self.dataset.partition_dir(t, cluster, month), name)
                 if path not in self._flushed:
                     self.dataset.put(path, S.parquet_bytes(t, table, ROW_GROUP_BYTES))
                     self._flushed.add(path)

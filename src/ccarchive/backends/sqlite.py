@@ -35,6 +35,7 @@ from ..formats.compress import gunzip_bytes, gzip_bytes, should_gzip
 from ..formats.data import decode_job_data, encode_job_data
 from ..formats.meta import decode_job_meta, encode_job_meta
 from ..model import Job, JobData
+from ..names import check_cluster_name, is_cluster_name, is_job_key
 from . import Entry, JobKey, key_of
 
 #: be:pkg/archive/sqliteBackend.go:48-77, byte for byte
@@ -157,16 +158,17 @@ class SqliteArchive:
 
     # -- clusters ---------------------------------------------------------------------------------
     def clusters(self) -> list[str]:
-        """Clusters with a stored config or with jobs, sorted."""
+        """Clusters with a stored config or with jobs, sorted; rows other tools wrote with a name
+        that is not a valid cluster name are left out (no other backend could hold them)."""
         rows = self._query("SELECT name FROM clusters UNION SELECT DISTINCT cluster FROM jobs ORDER BY 1")
-        return [r[0] for r in rows]
+        return [r[0] for r in rows if is_cluster_name(r[0])]
 
     def has_cluster(self, name: str) -> bool:
-        return bool(self._query("SELECT 1 FROM clusters WHERE name = ?", (name,)))
+        return bool(self._query("SELECT 1 FROM clusters WHERE name = ?", (check_cluster_name(name),)))
 
     def load_cluster_bytes(self, name: str) -> bytes:
         """``config_json`` as stored; FileNotFoundError when the cluster has none."""
-        rows = self._query("SELECT config_json FROM clusters WHERE name = ?", (name,))
+        rows = self._query("SELECT config_json FROM clusters WHERE name = ?", (check_cluster_name(name),))
         if not rows:
             raise FileNotFoundError(f"{self.url}: no config for cluster {name!r}")
         return _blob(rows[0][0])
@@ -181,7 +183,7 @@ class SqliteArchive:
         return self._clusters[name]
 
     def store_cluster(self, cluster: Cluster) -> None:
-        self._exec(_UPSERT_CLUSTER, (cluster.name, encode_cluster(cluster), int(time.time())))
+        self._exec(_UPSERT_CLUSTER, (check_cluster_name(cluster.name), encode_cluster(cluster), int(time.time())))
         self._clusters[cluster.name] = cluster
 
     # -- writing ----------------------------------------------------------------------------------
@@ -201,8 +203,9 @@ class SqliteArchive:
 
     def store_meta(self, job: Job) -> None:
         """cc-backend's StoreJobMeta: upsert only ``meta_json`` (a new row has no data)."""
+        cluster, job_id, start = key_of(job)
         now = int(time.time())
-        self._exec(_UPSERT_META, (job.job_id, job.cluster, job.start_time, encode_job_meta(job), now, now))
+        self._exec(_UPSERT_META, (job_id, cluster, start, encode_job_meta(job), now, now))
 
     def delete_job(self, job: Job | JobKey) -> None:
         cluster, job_id, start = key_of(job)
@@ -254,7 +257,10 @@ class SqliteArchive:
             raise FormatError(f"{self.url} {self._label(job)} data_json: {e}") from e
 
     def _pages(self, columns: str, cluster: str | None, complete: bool) -> Iterator[tuple[Any, ...]]:
-        """Rows sorted by (cluster, job_id, start_time), fetched a page at a time (keyset paging)."""
+        """Rows sorted by (cluster, job_id, start_time), fetched a page at a time (keyset paging);
+        rows whose key is not valid (written by other tools) are skipped."""
+        if cluster is not None:
+            check_cluster_name(cluster)
         where = ["(cluster, job_id, start_time) > (?, ?, ?)"]
         if complete:
             where.append("data_json IS NOT NULL")
@@ -265,7 +271,7 @@ class SqliteArchive:
         last: tuple[Any, ...] = ("", -(2**63), -(2**63))
         while True:
             rows = self._query(sql, (*last, *([cluster] if cluster is not None else [])))
-            yield from rows
+            yield from (r for r in rows if is_job_key(tuple(r[:3])))
             if len(rows) < _PAGE:
                 return
             last = rows[-1][:3]
