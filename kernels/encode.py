@@ -1,7 +1,7 @@
 """Number formatting kernels for data.json: Go's 2-decimal float text, written straight into bytes.
 
 Why a kernel: a data.json holds millions of samples, and ``format(x, '.2f')`` plus ``str.join``
-costs about 150 ns per value in Python; budget §8 asks for >= 300 MB/s of JSON output.
+costs about 150 ns per value in Python; the archiver must write at least 300 MB/s of JSON.
 
 Exactness argument (the output must equal Go's ``strconv.AppendFloat``):
 
@@ -16,7 +16,10 @@ Exactness argument (the output must equal Go's ``strconv.AppendFloat``):
   Values with ``|x * 100| >= 2**52`` and +-Inf go to the exact Python path.
 
 Negative values keep their sign, including ``-0.0`` and tiny negatives (``-0.00``), as Go does.
-NaN (and, for data points, anything non-finite after the float32 cast) becomes ``null``.
+NaN becomes ``null``, and so does a data point whose float32 cast overflows to +-Inf
+(``reduce.outside_float32``, the rule the statistics use to mask samples): Go would write ``+Inf``,
+which is not JSON.  A value above FLT_MAX that still rounds to it (3.4028235e38) is written as
+FLT_MAX, ``340282346638528859811704183484516925440.00``, as Go does.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ import math
 import numba as nb
 import numpy as np
 import numpy.typing as npt
+
+from .reduce import outside_float32
 
 # Two ASCII digits per entry: _PAIRS[2k], _PAIRS[2k+1] are the digits of k (00..99).
 _PAIRS = np.frombuffer("".join(f"{k:02d}" for k in range(100)).encode(), dtype=np.uint8).copy()
@@ -118,10 +123,11 @@ def encode_rows_kernel(data, lengths, pairs):  # pragma: no cover - compiled
             if j > 0:
                 buf[pos] = 44  # ','
                 pos += 1
-            f = np.float64(np.float32(data[i, j]))
-            if not math.isfinite(f):
+            x = data[i, j]
+            if math.isnan(x) or outside_float32(x):
                 pos = _put_null(buf, pos)
                 continue
+            f = np.float64(np.float32(x))
             a = abs(f)
             if a >= _F32_FAST_LIMIT:
                 slow[i] = True

@@ -42,6 +42,9 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 __all__ = [
+    "F32_MAX",
+    "F32_OVERFLOW",
+    "outside_float32",
     "series_stats",
     "series_stats_serial",
     "mask_outside_float32",
@@ -66,7 +69,14 @@ SERIAL_BELOW = 1 << 18
 _I64_MAX = 0x7FFFFFFFFFFFFFFF
 _I64_MIN = -0x8000000000000000
 _ABS_MASK = 0x7FFFFFFFFFFFFFFF
-_F32_MAX = float(np.finfo(np.float32).max)
+
+#: The largest finite float32, 3.4028234663852886e38 (FLT_MAX; Go's math.MaxFloat32).
+F32_MAX = float(np.finfo(np.float32).max)
+#: The smallest magnitude whose conversion to float32 overflows: FLT_MAX plus half an ulp of FLT_MAX,
+#: 2**128 - 2**103 = 3.4028235677973366e38. The conversion (Go's ``float32(x)``, numpy's cast) rounds to
+#: nearest even, so anything below it becomes at most FLT_MAX (3.4028235e38 is inside), and from it on
+#: the result is +-Inf (the tie at exactly this value goes to the even neighbour 2**128, which is Inf).
+F32_OVERFLOW = 2.0**128 - 2.0**103
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -306,6 +316,16 @@ def series_stats(data, lengths):
 # mask_outside_float32
 # ---------------------------------------------------------------------------------------------------
 
+
+@njit(inline="always")
+def outside_float32(x):
+    """True when ``float32(x)`` is +-Inf (|x| >= ``F32_OVERFLOW``, infinities included); False for NaN.
+
+    The one definition of "does not fit float32" that the statistics masking and the data.json
+    encoder share, so a sample is either kept by both or dropped by both."""
+    return abs(np.float64(x)) >= F32_OVERFLOW
+
+
 _MASK_SIGS = ["int64(float64[::1])", "int64(float64[:, ::1])", "int64(float32[::1])", "int64(float32[:, ::1])"]
 #: samples per parallel task; large enough that thread hand-off (~10 us) is amortised
 _MASK_GRAIN = 1 << 16
@@ -320,7 +340,7 @@ def _mask_outside_float32(data):
         hits = 0
         for k in range(part.size):
             # a conditional (masked) store: writing every sample back would double the traffic
-            if abs(np.float64(part[k])) > _F32_MAX:
+            if outside_float32(part[k]):
                 part[k] = np.nan
                 hits += 1
         replaced += hits
@@ -335,7 +355,8 @@ def mask_outside_float32_serial(data):
 
 @njit(_MASK_SIGS, parallel=True, cache=True)
 def mask_outside_float32(data):
-    """Replace samples with |x| > float32 max (including +-inf) by NaN, in place; return how many."""
+    """Replace samples whose float32 conversion overflows to +-Inf (``outside_float32``) by NaN, in
+    place; return how many. Samples above FLT_MAX that still round to it are kept."""
     if data.size < 2 * SERIAL_BELOW:  # one compare per sample: half the cost of series_stats
         return mask_outside_float32_serial(data)
     return _mask_outside_float32(data)

@@ -25,7 +25,6 @@ __all__ = [
     "total_order",
 ]
 
-_F32_MAX = float(np.finfo(np.float32).max)
 MIN_VALUES = 3
 #: enough digits to quantize any finite float64 (at most 309 integer digits) exactly
 _EXACT = Context(prec=400)
@@ -74,10 +73,13 @@ def series_stats(data: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.
 
 
 def mask_outside_float32(data: np.ndarray) -> int:
-    """Reference for ``reduce.mask_outside_float32``: in place, returns the number replaced."""
+    """Reference for ``reduce.mask_outside_float32``: in place, returns the number replaced.
+
+    Outside means what Go's ``float32(x)`` does: the round-to-nearest-even cast overflows to +-Inf
+    (NaN stays NaN and is not counted)."""
     flat = data.reshape(-1)
-    with np.errstate(invalid="ignore"):
-        outside = np.abs(flat.astype(np.float64)) > _F32_MAX  # NaN compares False
+    with np.errstate(over="ignore"):
+        outside = np.isinf(flat.astype(np.float32))
     flat[outside] = np.nan
     return int(outside.sum())
 

@@ -47,9 +47,10 @@ class NatsServer:
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
 
-    def start(self) -> NatsServer:
+    def start(self, port: int = 0) -> NatsServer:
+        """Start on client port ``port`` (0: a free one) and wait until it is ready."""
         for attempt in range(5):
-            self.port, self.monitor_port = free_port(), free_port()
+            self.port, self.monitor_port = port or free_port(), free_port()
             with open(self.log_path, "ab") as log:
                 self.proc = subprocess.Popen(
                     [self.binary, "-a", "127.0.0.1", "-p", str(self.port), "-m", str(self.monitor_port)],

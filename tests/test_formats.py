@@ -39,6 +39,7 @@ from ccarchive.model import (
     Tag,
     Unit,
 )
+from ccarchive.statistics import compute_block_statistics
 
 FIXTURES = Path(__file__).parent / "fixtures" / "cc-backend"
 EMMY = FIXTURES / "archive" / "emmy" / "1403" / "244" / "1608923076"
@@ -411,12 +412,23 @@ def test_data_decode_errors(raw: str, message: str) -> None:
 # ----------------------------------------------------------------------------------------------
 # Number-formatting kernels
 
+#: Go's strconv.AppendFloat(float64(float32(3.4028235e38)), 'f', 2, 32): FLT_MAX with two decimals
+FLT_MAX_TEXT = "340282346638528859811704183484516925440.00"
+#: 2**128 - 2**103, the smallest magnitude whose float32 cast overflows to Inf
+F32_OVERFLOW = 2.0**128 - 2.0**103
+
 
 @pytest.mark.parametrize(("value", "text"), [
     (0.125, "0.12"), (0.375, "0.38"), (16777217.0, "16777216.00"), (0.2850000001, "0.28"), (-0.0, "-0.00"),
     (-0.001, "-0.00"), (-1.5, "-1.50"), (NAN, "null"), (math.inf, "null"), (1e39, "null"), (7.9, "7.90"),
     (3.4028234663852886e38, "340282346638528859811704183484516925440.00"), (1e16, "10000000272564224.00"),
     (9.999999e15, "9999999198822400.00"), (1e-45, "0.00"), (99.995, "100.00"),
+    # the float32 range limit: below 2**128 - 2**103 the cast rounds to FLT_MAX, from there on it overflows
+    (3.4028235e38, FLT_MAX_TEXT), (-3.4028235e38, "-" + FLT_MAX_TEXT), (3.4028236e38, "null"),
+    (-3.4028236e38, "null"), (F32_OVERFLOW, "null"), (-F32_OVERFLOW, "null"),
+    (float(np.nextafter(F32_OVERFLOW, 0.0)), FLT_MAX_TEXT),
+    (float(np.nextafter(-F32_OVERFLOW, 0.0)), "-" + FLT_MAX_TEXT),
+    (float(np.nextafter(F32_OVERFLOW, math.inf)), "null"), (-math.inf, "null"),
 ])
 def test_encode_rows_values(value: float, text: str) -> None:
     buf, off = encode_rows(np.array([[value, 1.0]]), np.array([1]))
@@ -436,6 +448,8 @@ _row_values = st.one_of(
     st.integers(-10**6, 10**6).map(lambda k: k / 8),       # exact ties x.x25 / x.x75
     st.integers(-10**7, 10**7).map(lambda k: k / 1000),    # near-ties after the float32 cast
     st.sampled_from([0.0, -0.0, 1e30, -1e30, 3.4028234663852886e38, 3.4028235e38, 1e-40, -1e-40, 1e15, 1e16]),
+    st.sampled_from([3.4028236e38, F32_OVERFLOW, float(np.nextafter(F32_OVERFLOW, 0.0)),
+                     float(np.nextafter(F32_OVERFLOW, math.inf))]).flatmap(lambda x: st.sampled_from([x, -x])),
 )
 
 
@@ -537,3 +551,22 @@ def test_decoders_reject_non_objects_with_a_format_error(raw: bytes) -> None:
     for decode, what in ((decode_job_meta, "meta.json"), (decode_job_data, "data.json")):
         with pytest.raises(FormatError, match=what):
             decode(raw)
+
+
+def test_data_float32_boundary_statistics_and_bytes() -> None:
+    """From samples to data.json: a sample float32 rounds down to FLT_MAX is kept, in the statistics
+    with its float64 value and in the data as FLT_MAX; one whose cast overflows is masked before the
+    statistics and written as null."""
+    below, above = float(np.nextafter(F32_OVERFLOW, 0.0)), float(np.nextafter(F32_OVERFLOW, math.inf))
+    row = [3.4028235e38, -3.4028235e38, 3.4028236e38, -3.4028236e38, F32_OVERFLOW, below, -above, math.inf, NAN, 1.0]
+    block = JobMetric(Unit("F/s"), 60, ["h1"], [None], np.array([row]), np.array([len(row)], dtype=np.int64))
+    assert compute_block_statistics(block) == 5
+    assert block.statistics is not None
+    assert block.statistics.tolist() == [[-3.4028235e38, below / 4, below]]  # mean: (x - x + below + 1) / 4
+    flt = FLT_MAX_TEXT
+    assert encode_job_data({"m": {"node": block}}) == (
+        '{"m":{"node":{"unit":{"base":"F/s"},"series":[{"hostname":"h1","statistics":{'
+        '"min":-340282349999999991754788743781432688640.00,"avg":85070589194933405964651883125245214720.00,'
+        '"max":340282356779733623858607532500980858880.00},'
+        f'"data":[{flt},-{flt},null,null,null,{flt},null,null,null,1.00]}}],"timestep":60}}}}}}\n'
+    ).encode()

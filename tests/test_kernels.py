@@ -29,10 +29,18 @@ from ccarchive.kernels.reduce import (
 from ccarchive.kernels.timestep import statistics_series, statistics_series_serial
 
 F32_MAX = float(np.finfo(np.float32).max)
+#: 2**128 - 2**103: float32(x) overflows to Inf from here on (ties to even go to 2**128)
+F32_OVERFLOW = 2.0**128 - 2.0**103
+#: around the float32 range limit: 3.4028235e38 rounds to FLT_MAX (inside), 3.4028236e38 overflows
+F32_EDGE = [
+    3.4028235e38, 3.4028236e38, F32_OVERFLOW, float(np.nextafter(F32_OVERFLOW, 0.0)),
+    float(np.nextafter(F32_OVERFLOW, math.inf)), float(np.nextafter(F32_MAX, math.inf)),
+]
+F32_EDGE += [-x for x in F32_EDGE]
 #: values on 2-decimal rounding boundaries, float32 precision limits and range limits
 SPECIAL = [
     0.125, 0.015, 2.675, 1.115, -12.345, 2.285, 16777217.0, 1e-7, -0.0, 0.0, 0.5, -0.5,
-    1e300, -1e300, F32_MAX, math.inf, -math.inf, math.nan, 5e-324,
+    1e300, -1e300, F32_MAX, math.inf, -math.inf, math.nan, 5e-324, *F32_EDGE,
 ]
 with np.errstate(over="ignore"):  # 1e300 -> inf in float32
     SPECIAL32 = sorted({float(np.float32(v)) for v in SPECIAL if not math.isnan(v)}) + [math.nan]
@@ -42,12 +50,18 @@ HYPOTHESIS = settings(
 )
 
 
+def _canonical_nan(a: np.ndarray) -> np.ndarray:
+    """Every NaN as the one default NaN: which NaN survives ``NaN + NaN`` (sign, payload) depends on the
+    operand order the compiler picks, and no archive output can show it (NaN is null or skipped)."""
+    return np.where(np.isnan(a), np.array(np.nan, a.dtype), a) if a.dtype.kind == "f" else a
+
+
 def _same(got, want) -> bool:
-    """Bitwise equality of tuples of arrays (NaN == NaN, -0.0 != +0.0), dtypes included."""
+    """Bitwise equality of tuples of arrays (any NaN == any NaN, -0.0 != +0.0), dtypes included."""
     if len(got) != len(want):
         return False
     for a, b in zip(got, want, strict=True):
-        a, b = np.asarray(a), np.asarray(b)
+        a, b = _canonical_nan(np.asarray(a)), _canonical_nan(np.asarray(b))
         if a.dtype != b.dtype or a.shape != b.shape or a.tobytes() != b.tobytes():
             return False
     return True
@@ -191,20 +205,60 @@ def test_series_stats_rejects_bad_lengths_and_layout():
 # ---------------------------------------------------------------------------------------------------
 
 
+#: (sample, outside float32?) at the range limit, both signs: outside iff float32(x) is +-Inf
+BOUNDARY = [
+    (F32_MAX, False), (float(np.nextafter(F32_MAX, math.inf)), False), (3.4028235e38, False),
+    (float(np.nextafter(F32_OVERFLOW, 0.0)), False), (F32_OVERFLOW, True),
+    (float(np.nextafter(F32_OVERFLOW, math.inf)), True), (3.4028236e38, True), (1e300, True),
+    (math.inf, True), (1.0, False), (0.0, False),
+]
+BOUNDARY += [(-x, out) for x, out in BOUNDARY]
+
+
+def test_float32_boundary_is_where_the_cast_overflows():
+    assert reduce.F32_OVERFLOW == F32_OVERFLOW == F32_MAX + 2.0**103  # FLT_MAX + half an ulp
+    with np.errstate(over="ignore"):
+        for x, out in BOUNDARY:
+            assert bool(np.isinf(np.float32(x))) is out, x
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_mask_outside_float32(dtype):
-    above = float(np.nextafter(F32_MAX, math.inf))
-    row = [1.0, F32_MAX, -F32_MAX, above, -above, 1e300, math.inf, -math.inf, math.nan, -0.0]
+    row = [x for x, _ in BOUNDARY] + [math.nan, -0.0]
     with np.errstate(over="ignore"):
         data = np.tile(np.array(row, np.float64), (3, 1)).astype(dtype)
+    original = data.copy()
     expected = data.copy()
     want = ref.mask_outside_float32(expected)
     got = mask_outside_float32(data)
-    # float64: above, -above, 1e300, +-inf; float32: `above` rounds to the float32 max, the rest is inf
-    assert got == want == (3 * 5 if dtype == np.float64 else 3 * 3)
+    # float64: exactly the samples whose cast overflows; float32 input: only the infinities remain outside
+    outside = np.array([out for _, out in BOUNDARY] + [False, False])
+    if dtype == np.float32:
+        outside = np.isinf(original[0])
+    assert got == want == 3 * int(outside.sum()) > 0
     assert data.tobytes() == expected.tobytes()
-    flat = np.array([3.5e38, 1.0, -np.inf])
-    assert mask_outside_float32(flat) == 2 and np.isnan(flat[[0, 2]]).all() and flat[1] == 1.0
+    assert np.isnan(data[:, outside]).all()
+    assert data[:, ~outside].tobytes() == original[:, ~outside].tobytes()  # kept samples keep their value
+    flat = np.array([3.5e38, 1.0, -np.inf, 3.4028235e38])
+    assert mask_outside_float32(flat) == 2 and np.isnan(flat[[0, 2]]).all()
+    assert flat[[1, 3]].tolist() == [1.0, 3.4028235e38]
+
+
+def test_statistics_see_the_kept_values_above_flt_max():
+    """Masking then series_stats: 3.4028235e38 counts with its float64 value, 3.4028236e38 is missing."""
+    row = [3.4028235e38, 3.4028236e38, -3.4028235e38, -3.4028236e38, 1.0, F32_OVERFLOW,
+           float(np.nextafter(F32_OVERFLOW, 0.0)), math.inf, math.nan]
+    data = np.array([row, [3.4028236e38, -math.inf, math.nan, 2.0, 0, 0, 0, 0, 0]])
+    lengths = np.array([len(row), 4], np.int64)
+    assert mask_outside_float32(data) == 6
+    count, vmin, mean, vmax = series_stats(data, lengths)
+    below = float(np.nextafter(F32_OVERFLOW, 0.0))
+    assert count.tolist() == [4, 1]
+    assert vmin[0] == -3.4028235e38 and vmax[0] == below
+    assert mean[0] == ref.sequential_sum(np.array([3.4028235e38, -3.4028235e38, 1.0, below])) / 4
+    assert (vmin[1], mean[1], vmax[1]) == (2.0, 2.0, 2.0)
+    assert _same((count, vmin, mean, vmax), ref.series_stats(data, lengths))
+    assert round2(vmax)[0] == round2_scalar(below) == ref.round2_scalar(below)
 
 
 @HYPOTHESIS

@@ -1,6 +1,6 @@
 """NATS trigger: cc-backend's job events (InfluxDB line protocol) from a core-NATS subscription.
 
-Wire format (cc-backend internal/api/nats.go; go-integration.md §2.2)::
+Wire format (cc-backend internal/api/nats.go)::
 
     job,function=stop_job event="{\\"jobId\\":123,\\"cluster\\":\\"fritz\\",...}" 1649763839000000000
 
@@ -16,6 +16,11 @@ ccarchive is disconnected is lost, which is why the DB reconciler exists.
 nats-py is asyncio; it runs on its own event loop in a daemon thread.  Each message is handled in
 an executor thread (SQLite and the archive queue block), one at a time per subscription, so the
 loop keeps answering the server's pings while the queue applies back-pressure.
+
+While the server is unreachable nats-py retries every ``reconnect_wait`` seconds (2 by default),
+at start-up and after losing the connection alike, and reports every failed attempt; an
+:class:`~ccarchive.logs.Outage` turns those into the first failure, a summary at most every 5
+minutes and one line on recovery.
 """
 
 from __future__ import annotations
@@ -27,7 +32,25 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ..logs import Outage
+
 log = logging.getLogger(__name__)
+
+#: what an outage means for the user, said once per outage
+_OUTAGE_NOTE = ("stop events published meanwhile are lost (the reconciler archives those jobs after the "
+                "grace period)")
+
+
+def _describe(e: BaseException) -> str:
+    return str(e) or type(e).__name__
+
+
+def _is_connection_loss(e: Exception) -> bool:
+    """Errors nats-py reports when an established connection breaks; the disconnected callback
+    follows and reports the outage."""
+    from nats import errors
+
+    return isinstance(e, (OSError, errors.UnexpectedEOF, errors.StaleConnectionError))
 
 
 @dataclass(frozen=True)
@@ -121,12 +144,17 @@ class NatsSubscriber:
     """Subscribes to ``subject`` and calls ``on_stop(payload)`` for every stop_job event.
 
     ``on_stop`` runs in a worker thread and may block; it must not raise for bad payloads
-    (it logs them).  ``stats`` counts messages by outcome for the metrics.
+    (it logs them).  ``stats`` counts messages by outcome for the metrics; ``outage.failures``
+    counts failed connection attempts and lost connections.  ``reconnect_wait`` is the pause
+    between connection attempts, in seconds.
     """
 
     def __init__(self, address: str, subject: str, on_stop: Callable[[str], None], *,
-                 username: str | None = None, password: str | None = None, creds_file: str | None = None) -> None:
+                 username: str | None = None, password: str | None = None, creds_file: str | None = None,
+                 reconnect_wait: float = 2.0) -> None:
         self.address, self.subject, self.on_stop = address, subject, on_stop
+        self.reconnect_wait = reconnect_wait
+        self.outage = Outage(log, f"NATS {address}", note=_OUTAGE_NOTE)
         self._auth: dict[str, Any] = {}
         if username:
             self._auth.update(user=username, password=password or "")
@@ -147,23 +175,10 @@ class NatsSubscriber:
         self._loop.run_until_complete(self._main())
 
     async def _main(self) -> None:
-        import nats
-
-        while not self._stopping.is_set():
-            try:
-                self._nc = await nats.connect(
-                    self.address, name="ccarchive", max_reconnect_attempts=-1, reconnect_time_wait=2,
-                    disconnected_cb=self._on_disconnected, reconnected_cb=self._on_reconnected,
-                    error_cb=self._on_error, **self._auth)
-                break
-            except Exception as e:  # noqa: BLE001 - keep trying; stops arriving meanwhile go to the reconciler
-                log.warning("NATS %s: cannot connect (%s); retrying in 2 s", self.address, e)
-                try:
-                    await asyncio.wait_for(self._stopping.wait(), 2.0)
-                except asyncio.TimeoutError:
-                    pass
-        if self._stopping.is_set():
+        self._nc = await self._connect()
+        if self._nc is None:
             return
+        self.outage.recovered()
         await self._nc.subscribe(self.subject, cb=self._on_message)
         await self._nc.flush()
         self.connected.set()
@@ -174,17 +189,53 @@ class NatsSubscriber:
         except Exception as e:  # noqa: BLE001 - closing anyway
             log.warning("NATS: drain failed: %s", e)
 
+    async def _connect(self) -> Any:
+        """The connected client, or None when ``stop()`` came first.
+
+        nats-py retries an unreachable server itself (``max_reconnect_attempts=-1``) and reports each
+        failure to ``_on_error``; this loop only retries what it gives up on.  Waiting for either the
+        connection or the stop lets a service that never reached its server shut down at once."""
+        import nats
+
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            while not self._stopping.is_set():
+                attempt = asyncio.ensure_future(nats.connect(
+                    self.address, name="ccarchive", max_reconnect_attempts=-1,
+                    reconnect_time_wait=self.reconnect_wait, disconnected_cb=self._on_disconnected,
+                    reconnected_cb=self._on_reconnected, error_cb=self._on_error, **self._auth))
+                await asyncio.wait({attempt, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                if not attempt.done():
+                    attempt.cancel()
+                    await asyncio.gather(attempt, return_exceptions=True)
+                    return None
+                try:
+                    return attempt.result()
+                except Exception as e:  # noqa: BLE001 - keep trying; stops arriving meanwhile go to the reconciler
+                    self.outage.failed(f"cannot connect: {_describe(e)}")
+                    await asyncio.wait({stopping}, timeout=self.reconnect_wait)
+            return None
+        finally:
+            stopping.cancel()
+
     async def _on_disconnected(self) -> None:
         self.connected.clear()
-        log.warning("NATS %s: disconnected; stop events published meanwhile are lost (the reconciler "
-                    "archives those jobs after the grace period)", self.address)
+        if self._stopping.is_set():
+            log.info("NATS %s: disconnected", self.address)  # our own drain at shutdown
+        else:
+            self.outage.failed("connection lost")
 
     async def _on_reconnected(self) -> None:
         self.connected.set()
-        log.info("NATS %s: reconnected", self.address)
+        self.outage.recovered()
 
     async def _on_error(self, e: Exception) -> None:
-        log.warning("NATS %s: %s", self.address, e)
+        if self.connected.is_set() and not _is_connection_loss(e):
+            log.warning("NATS %s: %s", self.address, _describe(e))
+        elif self.connected.is_set() or self._stopping.is_set():
+            log.debug("NATS %s: %s", self.address, _describe(e))  # a break _on_disconnected reports, or shutdown
+        else:
+            self.outage.failed(f"cannot connect: {_describe(e)}")
 
     async def _on_message(self, msg: Any) -> None:
         await asyncio.get_running_loop().run_in_executor(None, self.handle, msg.data)
