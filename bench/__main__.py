@@ -19,7 +19,7 @@ from typing import Any
 
 import numba
 
-MODULES = ("memory", "kernels", "encode", "sources", "e2e")
+MODULES = ("memory", "kernels", "encode", "decode", "sources", "e2e")
 
 #: spec §8, statistics kernels
 BANDWIDTH_SHARE = 0.60

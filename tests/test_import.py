@@ -212,3 +212,100 @@ def test_import_into_fixture_archive_uses_its_cluster(fixture_archive: Path, tmp
     rc, out, err = run_cli("import", "--archive", str(fixture_archive), str(meta), str(data), capsys=capsys)
     assert rc == 0, err
     shutil.rmtree(fixture_archive)
+
+
+# -- large and hostile data files ----------------------------------------------------------------
+
+#: Runs the command given as its arguments and prints the peak RSS (KiB) of that one child:
+#: RUSAGE_CHILDREN of this small wrapper covers exactly the import and nothing else of the test.
+_PEAK_RSS = (
+    "import resource, subprocess, sys\n"
+    "proc = subprocess.run(sys.argv[1:], capture_output=True, text=True, timeout=600)\n"
+    "sys.stderr.write(proc.stderr)\n"
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, proc.returncode)\n"
+)
+
+
+def _import_peak_rss(arch: Path, cfg: Path, meta: Path, data: Path) -> int:
+    """Peak RSS in bytes of ``ccarchive import`` in a fresh process (exit code 0 checked)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _PEAK_RSS, sys.executable, "-m", "ccarchive.cli.main", "import",
+         "--archive", str(arch), "--cluster-config", str(cfg), str(meta), str(data)],
+        capture_output=True, text=True, timeout=900,
+    )
+    kib, rc = proc.stdout.split()
+    assert int(rc) == 0, proc.stderr
+    return int(kib) * 1024
+
+
+def _synthetic_pair(tmp_path: Path, name: str, samples: int) -> tuple[Path, Path, Path]:
+    """meta.json, data.json and cluster.json of a 64-node fritz job with 10 node-scope metrics of
+    ``samples`` samples (2 decimals, some nulls), written the way Go writes them."""
+    from ccarchive.cluster import encode_cluster
+    from ccarchive.demo import embedded_cluster
+    from ccarchive.formats.data import iter_job_data
+    from ccarchive.formats.meta import encode_job_meta
+    from ccarchive.model import JobMetric
+    from ccarchive.sources.synthetic import synthetic_job
+
+    cluster = embedded_cluster("fritz")
+    job = synthetic_job(cluster, "main", 4711, 1_767_225_600, 64, (samples - 1) * 60, seed=3)
+    rng = np.random.default_rng(0)
+    data = {}
+    for i, metric in enumerate(cluster.metrics_for("main")[:10]):
+        rows = np.round(rng.gamma(2.0, 30.0 * (i + 1), (64, samples)), 2)
+        rows[rng.random(rows.shape) < 0.01] = np.nan
+        data[metric.name] = {"node": JobMetric(metric.unit, 60, list(job.hostnames), [None] * 64, rows,
+                                               np.full(64, samples), np.zeros((64, 3)))}
+    paths = tmp_path / f"{name}-meta.json", tmp_path / f"{name}-data.json", tmp_path / "cluster.json"
+    paths[0].write_bytes(encode_job_meta(job))
+    with paths[1].open("wb") as f:
+        for piece in iter_job_data(data):
+            f.write(piece)
+    paths[2].write_bytes(encode_cluster(cluster))
+    return paths
+
+
+def test_import_large_file_peak_memory(tmp_path: Path, capsys):
+    """Peak RSS of importing a ~77 MB data.json (and the same gzipped) stays within three times
+    the text above the RSS of importing a tiny one: the text is read into one array, parsed in
+    place (samples: 8 bytes each) and dropped; json.loads' object tree needed 8x."""
+    meta, small, cfg = _synthetic_pair(tmp_path, "small", 10)
+    _, big, _ = _synthetic_pair(tmp_path, "big", 15_000)
+    size = big.stat().st_size
+    assert 60e6 < size < 100e6
+    zipped = tmp_path / "big-data.json.gz"
+    zipped.write_bytes(gzip.compress(big.read_bytes(), 1))
+    # compile and cache every kernel here first, so no measured run pays for the JIT
+    assert run_cli("import", "--archive", str(tmp_path / "warm"), "--cluster-config", str(cfg), str(meta),
+                   str(small), capsys=capsys)[0] == 0
+    baseline = _import_peak_rss(tmp_path / "a0", cfg, meta, small)
+    for data in (big, zipped):
+        peak = _import_peak_rss(tmp_path / f"arch-{data.name}", cfg, meta, data)
+        assert peak - baseline <= 3 * size, (
+            f"{data.name}: peak {peak / 2**20:.0f} MiB, baseline {baseline / 2**20:.0f} MiB, "
+            f"text {size / 2**20:.0f} MiB: {(peak - baseline) / size:.2f}x")
+    stored = open_archive(str(tmp_path / f"arch-{zipped.name}")).load_data(("fritz", 4711, 1_767_225_600))
+    assert stored["cpu_load"]["node"].data.shape == (64, 15_000)
+
+
+@pytest.mark.parametrize("which", ["meta", "data"])
+def test_import_deeply_nested_json(tmp_path: Path, which: str, capsys):
+    deep = tmp_path / "deep.json"
+    deep.write_bytes(b"[" * 100_000)
+    meta, data = PAIRS["fritzMinimal"]
+    meta, data = (deep, data) if which == "meta" else (meta, deep)
+    rc, out, err = _import(tmp_path / "arch", meta, data, "fritz", capsys)
+    assert rc == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and str(deep) in lines[0] and "nested" in lines[0], err
+
+
+def test_import_broken_gzip_data(tmp_path: Path, capsys):
+    meta, data = PAIRS["fritzMinimal"]
+    broken = tmp_path / "data.json.gz"
+    broken.write_bytes(gzip.compress(data.read_bytes())[:-100])
+    rc, out, err = _import(tmp_path / "arch", meta, broken, "fritz", capsys)
+    assert rc == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and f"{broken}: broken gzip data" in lines[0], err

@@ -26,6 +26,11 @@ the size cost is ~0.3 %, and -- since the cut points depend only on the byte off
 is identical whether the text arrives whole or in pieces, and for any thread count.  The result
 is one standard gzip member with ``mtime`` 0, readable by Python's ``gzip`` and Go's
 ``compress/gzip``.
+
+Reading: :func:`gunzip_array` inflates (zlib-ng) straight into one numpy array sized from the
+gzip trailer, which the data.json number kernel then parses in place -- the fastest way here
+(~800 MB/s of text) and the text is in memory once.  :func:`gunzip_bytes` serves callers that
+need ``bytes``.
 """
 
 from __future__ import annotations
@@ -37,8 +42,10 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import IO, cast
+from typing import IO, Any, cast
 
+import numpy as np
+import numpy.typing as npt
 from isal import igzip
 from zlib_ng import zlib_ng
 
@@ -237,8 +244,55 @@ def gzip_bytes(data: bytes | bytearray | memoryview, level: int | None = None, t
 
 
 def gunzip_bytes(data: bytes | bytearray | memoryview) -> bytes:
-    """Decompress gzip ``data`` (all members); ISA-L inflates fastest."""
+    """Decompress gzip ``data`` (all members) into ``bytes``; ISA-L inflates fastest into a bytes
+    object (~650 MB/s of text here, zlib-ng ~570).  :func:`gunzip_array` is faster still."""
     return igzip.decompress(data)
+
+
+#: Compressed bytes read at a time when decompressing from a file.
+READ_BUFFER = 1 << 20
+#: zlib-ng's error for corrupt data (its type stub does not declare it an exception class)
+_ZLIB_ERROR = cast(type[Exception], zlib_ng.error)
+
+
+def gzip_size_hint(tail: bytes | bytearray | memoryview) -> int:
+    """The uncompressed size a gzip stream ending in ``tail`` announces (its last member's ISIZE,
+    the size modulo 2**32; exact for the one-member files written here)."""
+    return struct.unpack("<I", bytes(tail[-4:]))[0] if len(tail) >= 4 else 0
+
+
+def gunzip_array(
+    src: bytes | bytearray | memoryview | IO[bytes], size_hint: int | None = None
+) -> npt.NDArray[np.uint8]:
+    """Decompress every gzip member of ``src`` (bytes-like, or a binary file read in 1 MiB pieces)
+    straight into one uint8 array.
+
+    Why: zlib-ng's reader inflates into the array itself -- no growing ``bytes``, no copy --
+    which is ~800 MB/s of text here against ~650 for the fastest ``bytes`` result, and memory is
+    the text once.  The array is sized from the trailer (``size_hint`` for a file: see
+    :func:`gzip_size_hint`) and grows only for streams that announce too little.  Broken data
+    raises ``EOFError`` (truncated) or ``OSError`` (corrupt), as Python's ``gzip`` does."""
+    if isinstance(src, (bytes, bytearray, memoryview)):
+        reader = zlib_ng._GzipReader(cast(Any, src))  # reads bytes-like objects in place
+        if size_hint is None:
+            size_hint = gzip_size_hint(src)
+    else:
+        reader = zlib_ng._GzipReader(cast(Any, src), READ_BUFFER)
+    out = np.empty((size_hint or READ_BUFFER) + 1, dtype=np.uint8)  # + 1: the end shows as a short read
+    n = 0
+    try:
+        while True:
+            got = reader.readinto(out.data[n:])
+            if not got:
+                break
+            n += got
+            if n == out.shape[0]:
+                bigger = np.empty(2 * out.shape[0], dtype=np.uint8)
+                bigger[:n] = out[:n]
+                out = bigger
+    except _ZLIB_ERROR as e:
+        raise OSError(f"corrupt gzip data: {e}") from None
+    return out[:n]
 
 
 def open_gzip_writer(fileobj: IO[bytes], level: int | None = None, threads: int = 1) -> IO[bytes]:

@@ -14,7 +14,9 @@ everything around them (keys, hostnames, per-series statistics) is assembled her
   ``statistics`` as ``{min, avg, max}`` with 2 decimals, ``data``.
 
 The decoder accepts legacy files (pretty-printed, unsorted or unknown keys, series without
-``statistics``, ``null`` samples, long decimals) and builds the columnar :class:`JobMetric`.
+``statistics``, ``null`` samples, long decimals) and builds the columnar :class:`JobMetric`
+straight from the text: the numbers are parsed by the ``ccarchive.kernels.jsonnum`` kernel into
+numpy, exactly (``float(text)``), without a Python object per sample.
 """
 
 from __future__ import annotations
@@ -23,11 +25,13 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from ..errors import FormatError
 from ..kernels.encode import encode_rows, f64_array_json, format_f64_2dp
-from ..model import FloatArray, JobData, JobMetric, StatsSeries, Unit
-from .gojson import go_string, parse_object
+from ..kernels.jsonnum import NumberDocument, gather_rows, parse_document
+from ..model import FloatArray, IntArray, JobData, JobMetric, StatsSeries, Unit
+from .gojson import go_string
 
 #: Flush the pending output once it reaches this size (bytes).
 CHUNK_BYTES = 1 << 18
@@ -211,18 +215,97 @@ def encode_job_data(data: JobData) -> bytes:
 
 # ----------------------------------------------------------------------------------------------
 # Decoding
+#
+# The text goes through one kernel call (``kernels.jsonnum.parse_document``): every array of
+# numbers -- the samples, statisticsSeries -- lands in one float64 array, and the small rest of
+# the document (keys, hostnames, statistics) is decoded by ``json`` from the skeleton, where
+# number array k reads ``[k]``.  Blocks whose rows follow each other with one length (every
+# data.json Go writes) are views of that array: no copy of the samples is made.
 
 
-def _float_list(values: Any, where: str) -> FloatArray:
-    """A JSON list of numbers / nulls as float64 (null -> NaN)."""
-    if values is None:
-        return np.empty(0, dtype=np.float64)
-    if not isinstance(values, list):
-        raise FormatError(f"data.json: {where} must be an array")
-    try:
-        return np.array(values, dtype=np.float64)  # None becomes NaN
-    except (TypeError, ValueError):
-        raise FormatError(f"data.json: {where} must be an array of numbers or null") from None
+class _NumberArrays:
+    """The number arrays of a parsed data.json (``doc``), or plain lists when the caller passed an
+    already decoded object (``doc`` None)."""
+
+    def __init__(self, doc: NumberDocument | None) -> None:
+        self.doc = doc
+
+    def index(self, value: Any) -> int | None:
+        """Which number array ``value`` stands for, if it is one."""
+        return None if self.doc is None else self.doc.marker(value)
+
+    def floats(self, value: Any, where: str) -> FloatArray:
+        """A JSON array of numbers / nulls as float64 (null -> NaN; a missing array is empty)."""
+        if value is None:
+            return np.empty(0, dtype=np.float64)
+        k = self.index(value)
+        if k is not None and self.doc is not None:
+            return self.doc.array(k)
+        if not isinstance(value, list):
+            raise FormatError(f"data.json: {where} must be an array")
+        if self.doc is not None:  # a parsed array that is left in the skeleton holds a non-number
+            raise FormatError(f"data.json: {where} must be an array of numbers or null")
+        try:
+            return np.array(value, dtype=np.float64)  # None becomes NaN
+        except (TypeError, ValueError):
+            raise FormatError(f"data.json: {where} must be an array of numbers or null") from None
+
+    def series_list(self, value: Any, where: str) -> list[Any]:
+        """The ``series`` array (null or missing: none)."""
+        if not value:
+            return []
+        k = self.index(value)
+        if k is not None:  # an array of numbers: fine when empty
+            if self.doc is not None and self.doc.counts[k] == 0:
+                return []
+            raise FormatError(f"data.json: {where}.series[0] must be an object")
+        if not isinstance(value, list):
+            raise FormatError(f"data.json: {where}.series must be an array")
+        return value
+
+    def rows(self, rows: list[Any], where: str) -> tuple[FloatArray, IntArray]:
+        """The ``data`` arrays of a block's series as an (n, width) array padded with NaN, and
+        their lengths.  A view of the parsed values when the rows are adjacent and equally long."""
+        n = len(rows)
+        if self.doc is None:
+            return self._rows_from_lists(rows, where)
+        index = np.empty(n, dtype=np.int64)
+        for i, d in enumerate(rows):
+            k = self.index(d)
+            if k is None:
+                if d is not None:
+                    raise FormatError(f"data.json: {where}.series[{i}].data must be an array of numbers or null")
+                k = -1
+            index[i] = k
+        present = index >= 0
+        lengths = np.zeros(n, dtype=np.int64)
+        offsets = np.zeros(n, dtype=np.int64)
+        lengths[present] = self.doc.counts[index[present]]
+        offsets[present] = self.doc.offsets[index[present]]
+        width = int(lengths.max()) if n else 0
+        if n and bool((lengths == width).all()) and bool((np.diff(offsets) == width).all()):
+            start = int(offsets[0])
+            return self.doc.values[start : start + n * width].reshape(n, width), lengths
+        return gather_rows(self.doc.values, offsets, lengths, width), lengths
+
+    @staticmethod
+    def _rows_from_lists(rows: list[Any], where: str) -> tuple[FloatArray, IntArray]:
+        n = len(rows)
+        for i, d in enumerate(rows):
+            if d is not None and not isinstance(d, list):
+                raise FormatError(f"data.json: {where}.series[{i}].data must be an array")
+        rows = [d or [] for d in rows]
+        lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=n)
+        width = int(lengths.max()) if n else 0
+        try:
+            if n and int(lengths.min()) == width:
+                return np.array(rows, dtype=np.float64).reshape(n, width), lengths
+            data = np.full((n, width), np.nan, dtype=np.float64)
+            for i, r in enumerate(rows):
+                data[i, : len(r)] = np.array(r, dtype=np.float64)
+            return data, lengths
+        except (TypeError, ValueError):
+            raise FormatError(f"data.json: {where}: series data must be arrays of numbers or null") from None
 
 
 def _number(v: Any, where: str) -> float:
@@ -245,7 +328,7 @@ def decode_unit(obj: Any, where: str) -> Unit:
     return Unit(base, prefix)
 
 
-def _decode_stats_series(obj: Any, where: str) -> StatsSeries | None:
+def _decode_stats_series(obj: Any, where: str, arrays: _NumberArrays) -> StatsSeries | None:
     if obj is None:
         return None
     if not isinstance(obj, dict):
@@ -256,21 +339,23 @@ def _decode_stats_series(obj: Any, where: str) -> StatsSeries | None:
         if not isinstance(raw_p, dict):
             raise FormatError(f"data.json: {where}.statisticsSeries.percentiles must be an object")
         try:
-            percentiles = {int(k): _float_list(v, f"{where}.percentiles[{k}]") for k, v in raw_p.items()}
+            percentiles = {int(k): arrays.floats(v, f"{where}.percentiles[{k}]") for k, v in raw_p.items()}
         except ValueError:
             raise FormatError(f"data.json: {where}: percentile keys must be integers") from None
     mean = obj.get("mean")
     return StatsSeries(
-        min=_float_list(obj.get("min"), f"{where}.statisticsSeries.min"),
-        median=_float_list(obj.get("median"), f"{where}.statisticsSeries.median"),
-        max=_float_list(obj.get("max"), f"{where}.statisticsSeries.max"),
-        mean=None if mean is None else _float_list(mean, f"{where}.statisticsSeries.mean"),
+        min=arrays.floats(obj.get("min"), f"{where}.statisticsSeries.min"),
+        median=arrays.floats(obj.get("median"), f"{where}.statisticsSeries.median"),
+        max=arrays.floats(obj.get("max"), f"{where}.statisticsSeries.max"),
+        mean=None if mean is None else arrays.floats(mean, f"{where}.statisticsSeries.mean"),
         percentiles=percentiles,
     )
 
 
-def decode_job_metric(obj: Any, where: str = "metric") -> JobMetric:
-    """One ``schema.JobMetric`` from its decoded JSON object."""
+def decode_job_metric(obj: Any, where: str = "metric", arrays: _NumberArrays | None = None) -> JobMetric:
+    """One ``schema.JobMetric`` from its decoded JSON object (``arrays``: the parsed document its
+    number arrays refer to; None for plain lists)."""
+    arrays = arrays if arrays is not None else _NumberArrays(None)
     if not isinstance(obj, dict):
         raise FormatError(f"data.json: {where} must be an object")
     timestep = obj.get("timestep")
@@ -278,9 +363,7 @@ def decode_job_metric(obj: Any, where: str = "metric") -> JobMetric:
         timestep = int(timestep)
     if isinstance(timestep, bool) or not isinstance(timestep, int):
         raise FormatError(f"data.json: {where}.timestep must be an integer")
-    series = obj.get("series") or []
-    if not isinstance(series, list):
-        raise FormatError(f"data.json: {where}.series must be an array")
+    series = arrays.series_list(obj.get("series"), where)
     n = len(series)
     hostnames: list[str] = []
     ids: list[str | None] = []
@@ -296,12 +379,7 @@ def decode_job_metric(obj: Any, where: str = "metric") -> JobMetric:
         hostnames.append(host)
         sid = s.get("id")
         ids.append(None if sid is None else str(sid))
-        d = s.get("data")
-        if d is None:
-            d = []
-        elif not isinstance(d, list):
-            raise FormatError(f"data.json: {where}.series[{i}].data must be an array")
-        rows.append(d)
+        rows.append(s.get("data"))
         st = s.get("statistics")
         if isinstance(st, dict):
             w = f"{where}.series[{i}].statistics"
@@ -310,17 +388,7 @@ def decode_job_metric(obj: Any, where: str = "metric") -> JobMetric:
             has_stats[i] = True
         elif st is not None:
             raise FormatError(f"data.json: {where}.series[{i}].statistics must be an object")
-    lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=n)
-    width = int(lengths.max()) if n else 0
-    try:
-        if n and int(lengths.min()) == width:
-            data = np.array(rows, dtype=np.float64).reshape(n, width)
-        else:
-            data = np.full((n, width), np.nan, dtype=np.float64)
-            for i, r in enumerate(rows):
-                data[i, : len(r)] = np.array(r, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise FormatError(f"data.json: {where}: series data must be arrays of numbers or null") from None
+    data, lengths = arrays.rows(rows, where)
     return JobMetric(
         unit=decode_unit(obj.get("unit"), f"data.json: {where}"),
         timestep=timestep,
@@ -330,24 +398,38 @@ def decode_job_metric(obj: Any, where: str = "metric") -> JobMetric:
         lengths=lengths,
         statistics=stats,
         has_statistics=has_stats,
-        statistics_series=_decode_stats_series(obj.get("statisticsSeries"), where),
+        statistics_series=_decode_stats_series(obj.get("statisticsSeries"), where, arrays),
     )
 
 
-def decode_job_data(raw: bytes | str | dict[str, Any]) -> JobData:
+def decode_job_data(raw: bytes | bytearray | memoryview | npt.NDArray[np.uint8] | str | dict[str, Any]) -> JobData:
     """Parse a data.json (Go output or a legacy file) into columnar :class:`JobMetric` blocks.
 
-    ``has_statistics[i]`` is False for series stored without ``statistics`` (their statistics
-    read as zeros, as Go decodes them)."""
-    obj = parse_object(raw, "data.json")
+    ``raw`` is the UTF-8 text (bytes-like or a uint8 array, read in place) or an already decoded
+    object.  The text is not referenced afterwards: a caller that drops it frees it.  Sample
+    arrays may be views of one array holding every number of the file (copy a block's ``data``
+    to keep it alone).  ``has_statistics[i]`` is False for series stored without ``statistics``
+    (their statistics read as zeros, as Go decodes them).  Malformed input is a FormatError that
+    says what is wrong and where (line, column and byte offset for broken JSON)."""
+    if isinstance(raw, dict):
+        obj: Any = raw
+        arrays = _NumberArrays(None)
+    else:
+        try:
+            doc = parse_document(raw)
+        except ValueError as e:  # JsonSyntaxError, or a str that is not encodable as UTF-8
+            raise FormatError(f"data.json: not valid JSON: {e}") from None
+        obj = doc.loads()
+        arrays = _NumberArrays(doc)
+    if not isinstance(obj, dict):
+        raise FormatError(f"data.json: top level must be an object, not {type(obj).__name__}")
     out: JobData = {}
     for metric, scopes in obj.items():
         if not isinstance(scopes, dict):
             raise FormatError(f"data.json: {metric} must be an object of scopes")
         out[metric] = {
-            scope: decode_job_metric(block, f"{metric}/{scope}")
+            scope: decode_job_metric(block, f"{metric}/{scope}", arrays)
             for scope, block in scopes.items()
             if block is not None
         }
     return out
-
