@@ -11,7 +11,15 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from ccarchive.config import ConfigError, load_config, parse_duration, parse_listen, read_env_file
+from ccarchive.config import (
+    ConfigError,
+    load_archiving_config,
+    load_config,
+    mask_secrets,
+    parse_duration,
+    parse_listen,
+    read_env_file,
+)
 from ccarchive.jobdb import JobDB
 
 PUBLIC_KEY = base64.b64encode(
@@ -225,7 +233,7 @@ def test_serve_check_prints_effective_settings(tmp_path: Path, capsys, monkeypat
     path = write(tmp_path, minimal(tmp_path))
     assert main(["--config", path, "--check", "--listen", "127.0.0.1:7777", "--set", "grace-period=90"]) == 0
     shown = json.loads(capsys.readouterr().out)
-    assert shown["listen_port"] == 7777 and shown["grace_period_s"] == 90 and shown["jwt_public_key"] == "set"
+    assert shown["listen_port"] == 7777 and shown["grace_period_s"] == 90 and shown["jwt_public_key"] == "***"
     assert main(["--config", path, "--check", "--set", "nosuchkey=1"]) == 1
     assert "--set nosuchkey: ccarchive.nosuchkey: unknown key" in capsys.readouterr().err
 
@@ -266,3 +274,89 @@ def test_gzip_level_and_threads(tmp_path: Path):
                            ({"gzip-threads": 0}, "gzip-threads: expected an integer >= 1")):
         with pytest.raises(ConfigError, match=message):
             load_config(write(tmp_path, minimal(tmp_path, ccarchive={**base, **extra})), env=ENV)
+
+
+def test_archiving_config_is_the_shared_part_without_the_sidecars_checks(tmp_path: Path, monkeypatch):
+    """``archive``/``retry --config`` resolve job DB, archive and sources as serve does, but need
+    no JWT key and ignore the sidecar's own keys; flags replace the file's values."""
+    monkeypatch.chdir(tmp_path)
+    doc = dict(EXAMPLE)
+    doc["ccarchive"] = {**EXAMPLE["ccarchive"], "listen": "not an address", "hooks": {"command": ""}}
+    path = write(tmp_path, doc)
+    with pytest.raises(ConfigError, match="ccarchive.listen: expected"):
+        load_config(path, env=ENV)
+    with pytest.raises(ConfigError, match="JWT_PUBLIC_KEY is not set"):
+        load_config(write(tmp_path, EXAMPLE, "served.json"), env={})
+    cfg = load_archiving_config(path, env={})
+    served = load_config(write(tmp_path, EXAMPLE, "served.json"), env=ENV)
+    for name in ("job_db", "archive_kind", "archive_url", "storage_options", "source", "state_db", "max_attempts",
+                 "retry_backoff_s", "core_scope_max_nodes", "formats", "parquet_url", "gzip_level"):
+        assert getattr(cfg, name) == getattr(served, name), name
+    assert not hasattr(cfg, "listen_port") and not hasattr(cfg, "jwt_public_key")
+    assert cfg.worker_config().source == served.worker_config().source
+    flags = load_archiving_config(path, env={}, job_db=str(tmp_path / "other" / "job.db"),
+                                  archive_url="sqlite:///data/a.db")
+    assert flags.job_db == str(tmp_path / "other" / "job.db")
+    assert flags.state_db == str(tmp_path / "other" / "ccarchive-state.db")  # follows the job DB given
+    assert (flags.archive_kind, flags.archive_url, flags.storage_options) == ("sqlite", "sqlite:///data/a.db", {})
+    assert load_archiving_config(path, env={}, state_db=str(tmp_path / "s.db")).state_db == str(tmp_path / "s.db")
+    del doc["metric-store-external"]
+    with pytest.raises(ConfigError, match="no metric source"):
+        load_archiving_config(write(tmp_path, doc), env={})
+
+
+def test_every_secret_is_masked():
+    """Source tokens (also inside router routes and replay storage options), passwords in URLs,
+    S3 keys in cc-backend's and s3fs's spelling, NATS password and credentials, the JWT key."""
+    from ccarchive.config import HookSettings, NatsSettings
+
+    secrets = ["tok-a", "tok-b", "tok-c", "urlpw", "AKIA", "SK-s3fs", "SK-kebab", "AK-kebab", "natspw",
+               "/etc/nats/user.creds", PUBLIC_KEY, "sess", "prom-tok", "Bearer xyz"]
+    settings = {
+        "source": {"kind": "router", "routes": {
+            "*": {"kind": "cc-metric-store", "url": "http://ccms:8082", "token": "tok-a"},
+            "fritz": {"kind": "prometheus", "url": "https://prom:urlpw@prom:9090", "token": "prom-tok",
+                      "headers": {"Authorization": "Bearer xyz"}},
+            "alex": {"kind": "replay", "archive": "s3://old", "storage-options": {"key": "AKIA", "secret": "SK-s3fs",
+                                                                                  "token": "sess"}}}},
+        "alone": {"kind": "cc-metric-store", "url": "http://ccms:8082", "token": "tok-b", "token-env": "CCMS_TOKEN"},
+        "routes_list": [{"scope": "*", "url": "http://x", "token": "tok-c"}],
+        "archive": {"kind": "s3", "access-key": "AK-kebab", "secret-key": "SK-kebab", "bucket": "b"},
+        "storage_options": {"key": "AKIA", "secret": "SK-s3fs", "client_kwargs": {"region_name": "eu"}},
+        "nats": NatsSettings("nats://cc:natspw@nats:4222", "cc.job", "cc", "natspw", "/etc/nats/user.creds"),
+        "jwt_public_key": PUBLIC_KEY,
+        "hooks": HookSettings(command="/usr/local/bin/tag-job"),
+        "unset_token": None,
+    }
+    text = json.dumps(mask_secrets(settings))
+    for secret in secrets:
+        assert secret not in text, secret
+    shown = json.loads(text)
+    routes = shown["source"]["routes"]
+    assert routes["*"] == {"kind": "cc-metric-store", "url": "http://ccms:8082", "token": "***"}
+    assert routes["fritz"]["url"] == "https://prom:***@prom:9090"
+    assert shown["alone"]["token-env"] == "CCMS_TOKEN"  # the name of a variable is no secret
+    assert shown["storage_options"]["client_kwargs"] == {"region_name": "eu"}
+    assert shown["nats"] == {"address": "nats://cc:***@nats:4222", "subject": "cc.job", "username": "cc",
+                             "password": "***", "creds_file": "***"}
+    assert shown["hooks"]["command"] == "/usr/local/bin/tag-job" and shown["unset_token"] is None
+    assert shown["archive"]["bucket"] == "b" and shown["jwt_public_key"] == "***"
+
+
+def test_serve_check_masks_the_metric_store_token(tmp_path: Path, capsys, monkeypatch):
+    from ccarchive.archive import open_archive
+    from ccarchive.cli.serve_cmd import main
+
+    JobDB.create(tmp_path / "job.db").close()
+    open_archive(str(tmp_path / "arch"), create=True)
+    monkeypatch.setenv("JWT_PUBLIC_KEY", PUBLIC_KEY)
+    doc = minimal(tmp_path, nats={"address": "nats://127.0.0.1:4222", "username": "cc", "password": "natspw"})
+    doc["metric-store-external"] = [{"scope": "*", "url": "http://ccms:8082", "token": "secret-ccms-token"}]
+    doc["main"]["api-subjects"] = {"subject-job-event": "cc.job.event"}
+    del doc["ccarchive"]
+    assert main(["--config", write(tmp_path, doc), "--check"]) == 0
+    out = capsys.readouterr().out
+    assert "secret-ccms-token" not in out and "natspw" not in out and PUBLIC_KEY not in out
+    shown = json.loads(out)
+    assert shown["source"] == {"kind": "cc-metric-store", "url": "http://ccms:8082", "token": "***"}
+    assert shown["nats"]["password"] == "***"

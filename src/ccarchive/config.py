@@ -1,9 +1,14 @@
-"""Configuration of ``ccarchive serve``: cc-backend's ``config.json`` plus a ``ccarchive`` section.
+"""Configuration from cc-backend's ``config.json`` plus a ``ccarchive`` section.
+
+:func:`load_archiving_config` resolves what every archiving command needs (job DB, archive, metric
+sources, worker settings) and is shared by ``ccarchive archive``, ``retry`` and ``serve``;
+:func:`load_config` adds what only the sidecar needs (listen address, reconciler, hooks, NATS,
+JWT key), so a one-off ``ccarchive archive --config`` never asks for the sidecar's settings.
 
 Why read cc-backend's file instead of a config of our own: a sidecar that runs beside cc-backend
 must use the same job DB, archive and metric stores, and a second copy of those settings drifts.
 So ``main.db``, ``archive`` (kebab-case keys, as pkg/archive reads them), ``metric-store-external``,
-``nats`` and ``main.api-subjects`` are taken as they are (go-integration.md §4), and only what
+``nats`` and ``main.api-subjects`` are taken as they are, and only what
 cc-backend has no notion of lives in the ``ccarchive`` section (see :data:`CCARCHIVE_KEYS`).
 
 Precedence, lowest first: defaults, the file (with cc-lib's ``"<name>-file"`` indirection: a
@@ -18,6 +23,7 @@ here, once, at start; each error names where the value came from and the key, e.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from collections.abc import Mapping
@@ -27,7 +33,7 @@ from typing import Any
 
 from .errors import InputError
 
-#: Keys of the ``ccarchive`` section and their defaults (docs/operations.md §2 explains each one;
+#: Keys of the ``ccarchive`` section and their defaults (docs/operations.md, section Configuration, explains each one;
 #: durations are seconds or "30s", "5m", "2h", "1d"; ``reconcile-interval`` false = at start only,
 #: ``nats-subject`` false = no NATS, None = ``main.api-subjects.subject-job-event``).
 CCARCHIVE_KEYS: dict[str, Any] = {
@@ -67,8 +73,9 @@ class NatsSettings:
 
 
 @dataclass
-class ServiceConfig:
-    """Everything ``ccarchive serve`` needs, validated."""
+class ArchivingConfig:
+    """What archiving needs, validated: job DB, archive, metric source and the worker's settings
+    (shared by ``ccarchive archive``, ``retry`` and ``serve``)."""
 
     path: str
     job_db: str
@@ -77,11 +84,6 @@ class ServiceConfig:
     storage_options: dict[str, Any]
     source: dict[str, Any]
     state_db: str
-    listen_host: str
-    listen_port: int
-    grace_period_s: float
-    reconcile_interval_s: float | None
-    reconcile_horizon_s: float
     max_attempts: int
     retry_backoff_s: float
     retry_backoff_max_s: float
@@ -92,19 +94,10 @@ class ServiceConfig:
     parquet_url: str | None
     gzip_level: int
     gzip_threads: int | None
-    hooks: HookSettings
-    log_format: str
-    log_level: str
-    shutdown_timeout_s: float
-    nats: NatsSettings | None
-    jwt_public_key: str | None
-    disable_authentication: bool
-    api_allowed_ips: list[str]
 
-    def worker_config(self) -> Any:
+    def worker_config(self, *, log_level: int = logging.WARNING, log_format: str = "plain") -> Any:
         """The picklable :class:`~ccarchive.worker.WorkerConfig` for the archiving worker."""
         import dataclasses
-        import logging
 
         from .worker import WorkerConfig
 
@@ -116,11 +109,10 @@ class ServiceConfig:
             elif value != default:
                 raise ConfigError(f"{self.path}: ccarchive.{key}: {value!r} is not supported by this "
                                   f"ccarchive's archiving pipeline yet (only {default!r})")
-        level = {"debug": logging.DEBUG, "info": logging.INFO}.get(self.log_level, logging.WARNING)
         return WorkerConfig(job_db=self.job_db, archive_url=self.archive_url, state_db=self.state_db,
                             source=self.source, storage_options=self.storage_options,
-                            core_scope_max_nodes=self.core_scope_max_nodes, log_level=level,
-                            log_format=self.log_format, parquet_url=self.parquet_url,
+                            core_scope_max_nodes=self.core_scope_max_nodes, log_level=log_level,
+                            log_format=log_format, parquet_url=self.parquet_url,
                             gzip_level=self.gzip_level, gzip_threads=self.gzip_threads,
                             parquet_storage_options=self._parquet_storage_options(), **extra)
 
@@ -129,6 +121,31 @@ class ServiceConfig:
         if self.parquet_url and self.archive_kind == "s3" and self.parquet_url.startswith("parquet+s3://"):
             return dict(self.storage_options)
         return {}
+
+
+@dataclass
+class ServiceConfig(ArchivingConfig):
+    """Everything ``ccarchive serve`` needs, validated: the shared settings plus the sidecar's own."""
+
+    listen_host: str
+    listen_port: int
+    grace_period_s: float
+    reconcile_interval_s: float | None
+    reconcile_horizon_s: float
+    hooks: HookSettings
+    log_format: str
+    log_level: str
+    shutdown_timeout_s: float
+    nats: NatsSettings | None
+    jwt_public_key: str | None
+    disable_authentication: bool
+    api_allowed_ips: list[str]
+
+    def worker_config(self, *, log_level: int | None = None, log_format: str | None = None) -> Any:
+        """The worker's settings, logging as the sidecar is configured to."""
+        level = {"debug": logging.DEBUG, "info": logging.INFO}.get(self.log_level, logging.WARNING)
+        return super().worker_config(log_level=level if log_level is None else log_level,
+                                     log_format=log_format or self.log_format)
 
 
 def _parquet_url(v: _Values, wanted: bool) -> str | None:
@@ -399,40 +416,83 @@ def _nats(path: str, top: dict[str, Any], v: _Values) -> NatsSettings | None:
                         section.get("password") or None, section.get("creds-file-path") or None)
 
 
-def load_config(path: str, *, env: Mapping[str, str] | None = None,
-                overrides: Mapping[str, Any] | None = None) -> ServiceConfig:
-    """Read and validate ``path`` (cc-backend's config.json); ``overrides`` maps ``ccarchive`` keys
-    (optionally ``"<origin>=<key>"``, e.g. ``"--listen=listen"``) to values."""
+def _read(path: str, env: Mapping[str, str] | None,
+          overrides: Mapping[str, Any] | None) -> tuple[dict[str, Any], _Values, dict[str, str]]:
+    """The file's sections, the merged ``ccarchive`` settings and the environment used."""
     env = dict(os.environ if env is None else env)
     top = load_raw(path)
-    v = _Values(path, top.get("ccarchive"), env, overrides or {})
+    return top, _Values(path, top.get("ccarchive"), env, overrides or {}), env
+
+
+def _main_section(path: str, top: dict[str, Any]) -> dict[str, Any]:
     main = top.get("main") or {}
     if not isinstance(main, dict):
         raise ConfigError(f"{path}: main: expected an object, got {main!r}")
-    job_db = env.get("CCARCHIVE_JOB_DB") or main.get("db") or "./var/job.db"
-    if not isinstance(job_db, str):
-        raise ConfigError(f"{path}: main.db: expected a file name, got {job_db!r}")
-    job_db = str(Path(job_db).absolute())
-    kind, url, storage = _archive(path, top.get("archive"))
-    state_db = v["state-db"]
-    if state_db is not None and (not isinstance(state_db, str) or not state_db):
-        raise ConfigError(f"{v.what('state-db')}: expected a file name, got {state_db!r}")
-    state_db = str(Path(state_db).absolute()) if state_db else str(Path(job_db).parent / "ccarchive-state.db")
-    host, port = parse_listen(v["listen"], v.what("listen"))
-    interval = v["reconcile-interval"]
-    interval_s = None if interval is False else v.duration("reconcile-interval")
+    return main
+
+
+def _archive_of_url(url: str) -> tuple[str, str, dict[str, Any]]:
+    """(kind, URL, storage options) for an archive given on the command line instead of the file."""
+    kind = "s3" if url.startswith(("s3://", "s3a://")) else "sqlite" if url.startswith("sqlite://") else "file"
+    return kind, url, {}
+
+
+def _archiving_fields(path: str, top: dict[str, Any], v: _Values, env: Mapping[str, str], *,
+                      job_db: str | None = None, archive_url: str | None = None,
+                      state_db: str | None = None) -> dict[str, Any]:
+    """The fields of :class:`ArchivingConfig`; ``job_db``, ``archive_url`` and ``state_db``
+    replace the file's values (command-line flags)."""
+    main = _main_section(path, top)
+    db = job_db or env.get("CCARCHIVE_JOB_DB") or main.get("db") or "./var/job.db"
+    if not isinstance(db, str):
+        raise ConfigError(f"{path}: main.db: expected a file name, got {db!r}")
+    db = str(Path(db).absolute())
+    kind, url, storage = _archive_of_url(archive_url) if archive_url else _archive(path, top.get("archive"))
+    state = state_db or v["state-db"]
+    if state is not None and (not isinstance(state, str) or not state):
+        raise ConfigError(f"{v.what('state-db')}: expected a file name, got {state!r}")
+    state = str(Path(state).absolute()) if state else str(Path(db).parent / "ccarchive-state.db")
     formats = v["formats"]
     if not isinstance(formats, list) or not formats or not all(f in FORMATS for f in formats):
         raise ConfigError(f"{v.what('formats')}: expected a non-empty list of {', '.join(FORMATS)}, got {formats!r}")
     if "json" not in formats:
         raise ConfigError(f"{v.what('formats')}: must include \"json\": cc-backend reads the job archive "
                           f"(\"parquet\" is an additional dataset for analysis), got {formats!r}")
-    parquet_url = _parquet_url(v, "parquet" in formats)
     gzip_level = v.int("gzip-level")
     if gzip_level > 9:
         raise ConfigError(f"{v.what('gzip-level')}: expected 0..9 (zlib-ng levels; 3 is the measured default), "
                           f"got {gzip_level}")
-    gzip_threads = None if v["gzip-threads"] is None else v.int("gzip-threads", minimum=1)
+    attempts, backoff, backoff_max = _retry(v)
+    return dict(
+        path=path, job_db=db, archive_kind=kind, archive_url=url, storage_options=storage,
+        source=_source(path, top, v), state_db=state, max_attempts=attempts, retry_backoff_s=backoff,
+        retry_backoff_max_s=backoff_max, core_scope_max_nodes=v.int("core-scope-max-nodes"),
+        resolution=v.int("resolution"), formats=list(formats), parquet_url=_parquet_url(v, "parquet" in formats),
+        gzip_level=gzip_level, gzip_threads=None if v["gzip-threads"] is None else v.int("gzip-threads", minimum=1),
+    )
+
+
+def load_archiving_config(path: str, *, env: Mapping[str, str] | None = None,
+                          overrides: Mapping[str, Any] | None = None, job_db: str | None = None,
+                          archive_url: str | None = None, state_db: str | None = None) -> ArchivingConfig:
+    """Job DB, archive, metric source and worker settings of ``path`` (cc-backend's config.json),
+    resolved exactly as ``ccarchive serve`` resolves them; the sidecar's own keys are not checked.
+    ``job_db``, ``archive_url`` and ``state_db`` replace the file's values."""
+    top, v, env = _read(path, env, overrides)
+    return ArchivingConfig(**_archiving_fields(path, top, v, env, job_db=job_db, archive_url=archive_url,
+                                               state_db=state_db))
+
+
+def load_config(path: str, *, env: Mapping[str, str] | None = None,
+                overrides: Mapping[str, Any] | None = None) -> ServiceConfig:
+    """Read and validate ``path`` (cc-backend's config.json) for the sidecar; ``overrides`` maps
+    ``ccarchive`` keys (optionally ``"<origin>=<key>"``, e.g. ``"--listen=listen"``) to values."""
+    top, v, env = _read(path, env, overrides)
+    shared = _archiving_fields(path, top, v, env)
+    main = _main_section(path, top)
+    host, port = parse_listen(v["listen"], v.what("listen"))
+    interval = v["reconcile-interval"]
+    interval_s = None if interval is False else v.duration("reconcile-interval")
     env_file = v["env-file"]
     if env_file:
         if not isinstance(env_file, str):
@@ -453,19 +513,49 @@ def load_config(path: str, *, env: Mapping[str, str] | None = None,
     allowed = main.get("api-allowed-ips") or []
     if not isinstance(allowed, list) or not all(isinstance(a, str) for a in allowed):
         raise ConfigError(f"{path}: main.api-allowed-ips: expected a list of addresses, got {allowed!r}")
-    attempts, backoff, backoff_max = _retry(v)
     return ServiceConfig(
-        path=path, job_db=job_db, archive_kind=kind, archive_url=url, storage_options=storage,
-        source=_source(path, top, v), state_db=state_db, listen_host=host, listen_port=port,
-        grace_period_s=v.duration("grace-period"),
+        **shared, listen_host=host, listen_port=port, grace_period_s=v.duration("grace-period"),
         reconcile_interval_s=interval_s if interval_s else None,
-        reconcile_horizon_s=v.duration("reconcile-horizon"), max_attempts=attempts,
-        retry_backoff_s=backoff, retry_backoff_max_s=backoff_max,
-        core_scope_max_nodes=v.int("core-scope-max-nodes"), resolution=v.int("resolution"),
-        formats=list(formats), parquet_url=parquet_url, gzip_level=gzip_level, gzip_threads=gzip_threads,
-        hooks=_hooks(v),
+        reconcile_horizon_s=v.duration("reconcile-horizon"), hooks=_hooks(v),
         log_format=v.choice("log-format", ("plain", "json")),
         log_level=v.choice("log-level", LOG_LEVELS), shutdown_timeout_s=v.duration("shutdown-timeout"),
         nats=_nats(path, top, v), jwt_public_key=key, disable_authentication=disable_auth,
         api_allowed_ips=list(allowed),
     )
+
+
+#: Keys whose values are secrets, compared in lower case with ``_`` read as ``-``: source tokens,
+#: S3 keys (cc-backend's and s3fs's names), NATS password and credentials file, the JWT key.
+SECRET_KEYS = frozenset({
+    "token", "password", "secret", "key", "access-key", "secret-key", "session-token", "aws-access-key-id",
+    "aws-secret-access-key", "aws-session-token", "creds-file", "creds-file-path", "jwt-public-key",
+    "authorization",
+})
+MASK = "***"
+_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^\s:/@]*):[^\s/@]*@", re.IGNORECASE)
+
+
+def mask_url_passwords(text: str) -> str:
+    """``scheme://user:password@host`` -> ``scheme://user:***@host`` anywhere in ``text``."""
+    return _URL_PASSWORD.sub(lambda m: f"{m['head']}:{MASK}@", text)
+
+
+def mask_secrets(value: Any) -> Any:
+    """A copy of ``value`` (nested dicts, lists, dataclasses) fit to print: every non-empty value of
+    a :data:`SECRET_KEYS` key becomes ``"***"`` and passwords inside URLs are masked."""
+    import dataclasses
+
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {k: MASK if _is_secret_key(k) and v not in (None, "", {}, []) else mask_secrets(v)
+                for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [mask_secrets(v) for v in value]
+    if isinstance(value, str):
+        return mask_url_passwords(value)
+    return value
+
+
+def _is_secret_key(key: Any) -> bool:
+    return isinstance(key, str) and key.lower().replace("_", "-") in SECRET_KEYS

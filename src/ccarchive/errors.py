@@ -59,3 +59,10 @@ class CancelledError(CcArchiveError):
     """Archiving was cancelled by a shutdown; the job stays pending."""
 
     reason = "cancelled"
+
+
+def describe_error(e: BaseException) -> str:
+    """One line for reports that list many failures: ccarchive's own message as it is, any other
+    exception as ``TypeName: text`` (a bare "unexpected end of data" says nothing without it)."""
+    text = str(e) if isinstance(e, CcArchiveError) else f"{type(e).__name__}: {e}"
+    return " ".join(text.splitlines())

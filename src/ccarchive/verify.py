@@ -2,21 +2,38 @@
 
 Errors are what would make cc-backend fail or lose data (unparsable files, a meta.json in the
 wrong directory, a data file missing); strict-schema failures that real Go output also has are
-warnings (reference §8).  Works on every backend the archive layer opens.
+warnings.  Works on every backend the archive layer opens.
+
+This is the command for damaged archives, so it never stops at one: whatever reading or checking
+one cluster or job raises (a truncated or corrupt gzip stream, text that is not JSON, a document
+of the wrong shape) becomes an error of that cluster or job, and the run goes on.
 """
 
 from __future__ import annotations
 
 import json
+import zlib
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
+
+from isal.igzip_lib import IsalError
+from zlib_ng import zlib_ng
 
 from .archive import TMP_PREFIX, job_path
-from .errors import CcArchiveError
+from .errors import CcArchiveError, describe_error
 from .validate import validate_cluster, validate_data, validate_meta
 
 if TYPE_CHECKING:
     from .backends import Archive, Entry
+
+#: What reading a damaged file raises besides ccarchive's own errors: I/O errors (a bad gzip
+#: header is one), a truncated gzip stream (EOFError), a corrupt one (the inflate libraries' own
+#: error classes), text that is not UTF-8 or JSON (ValueError), nesting too deep to decode.
+DAMAGED_FILE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError, EOFError, ValueError, RecursionError, zlib.error,
+    cast("type[BaseException]", IsalError), cast("type[BaseException]", zlib_ng.error))
+#: ... and with ccarchive's own (a missing file, a backend that is unavailable)
+_READ_ERRORS: tuple[type[BaseException], ...] = (CcArchiveError, *DAMAGED_FILE_ERRORS)
 
 
 @dataclass
@@ -101,16 +118,23 @@ def verify_archive(archive: Archive, *, cluster: str | None = None, progress: bo
             archive.load_cluster(c)
         except FileNotFoundError:
             rep.errors.append(f"{c}/cluster.json: missing (cc-backend refuses to start without it)")
-        except (ValueError, CcArchiveError) as e:
-            rep.errors.append(f"{c}/cluster.json: {e}")
-        entries = list(archive.list_entries(c))
+        except Exception as e:  # noqa: BLE001 - a damaged cluster.json is reported, never fatal
+            rep.errors.append(f"{c}/cluster.json: {describe_error(e)}")
+        try:
+            entries = list(archive.list_entries(c))
+        except _READ_ERRORS as e:
+            rep.errors.append(f"{c}: jobs cannot be listed: {describe_error(e)}")
+            continue
         bar = None
         if progress and len(entries) > 50:
             from tqdm import tqdm
 
             bar = tqdm(total=len(entries), desc=f"verify {c}", unit="job", leave=False)
         for entry in entries:
-            _verify_job(archive, entry, rep)
+            try:
+                _verify_job(archive, entry, rep)
+            except Exception as e:  # noqa: BLE001 - one damaged job must not end the check of the others
+                rep.errors.append(f"{entry.rel}: cannot be checked: {describe_error(e)}")
             if bar is not None:
                 bar.update()
         if bar is not None:
@@ -134,6 +158,9 @@ def _verify_job(archive: Archive, entry: Entry, rep: VerifyReport) -> None:
     except ValueError as e:
         rep.errors.append(f"{rel}/meta.json: not valid JSON: {e}")
         return
+    except _READ_ERRORS as e:
+        rep.errors.append(f"{rel}/meta.json: unreadable: {describe_error(e)}")
+        return
     v = validate_meta(meta_doc, where=f"{rel}/meta.json")
     rep.errors += v.errors
     rep.add_job_warnings(rel, v.warnings)
@@ -150,8 +177,11 @@ def _verify_job(archive: Archive, entry: Entry, rep: VerifyReport) -> None:
         return
     try:
         data_doc = json.loads(archive.load_data_bytes(entry.key))
-    except (ValueError, OSError, CcArchiveError) as e:
-        rep.errors.append(f"{rel}: data file unreadable: {e}")
+    except _READ_ERRORS as e:
+        rep.errors.append(f"{rel}: data file unreadable: {describe_error(e)}")
+        return
+    if not isinstance(data_doc, dict):
+        rep.errors.append(f"{rel}/data.json: expected an object of metrics, got {type(data_doc).__name__}")
         return
     v = validate_data(_skeleton(data_doc, rel, rep.errors), where=f"{rel}/data.json")
     rep.errors += v.errors

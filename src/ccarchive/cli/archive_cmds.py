@@ -6,11 +6,15 @@ Heavy modules (numba kernels, formats) are imported inside ``run`` so ``--help``
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
+import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, overload
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
 
 def add_arguments(name: str, p: argparse.ArgumentParser) -> None:
@@ -42,25 +46,53 @@ def run(name: str, args: argparse.Namespace) -> int:
 
 # -- helpers -------------------------------------------------------------------------------------
 
-def read_input_file(path: str) -> bytes:
-    """File bytes, transparently gunzipped; a missing file is an InputError naming it."""
-    from ..errors import InputError
+@overload
+def read_input_file(path: str) -> bytes: ...
+@overload
+def read_input_file(path: str, *, as_array: Literal[True]) -> npt.NDArray[np.uint8]: ...
 
-    p = Path(path)
+
+def read_input_file(path: str, *, as_array: bool = False) -> bytes | npt.NDArray[np.uint8]:
+    """File bytes, transparently gunzipped; a missing file is an InputError naming it.
+
+    ``as_array``: the text as a uint8 array that the file is read (or inflated) straight into,
+    so a large data.json is in memory once, for the number kernel to parse in place."""
+    import numpy as np
+
+    from ..errors import InputError
+    from ..formats.compress import GZIP_MAGIC, gunzip_array, gzip_size_hint
+
     try:
-        raw = p.read_bytes()
+        with Path(path).open("rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if f.read(2) == GZIP_MAGIC:
+                hint = None
+                if size >= 4:
+                    f.seek(-4, os.SEEK_END)
+                    hint = gzip_size_hint(f.read(4))
+                f.seek(0)
+                try:
+                    text = gunzip_array(f, hint)
+                except (OSError, EOFError) as e:
+                    raise InputError(f"{path}: broken gzip data: {e}") from None
+            else:
+                f.seek(0)
+                text = np.empty(size + 1, dtype=np.uint8)  # + 1: the end shows as a short read
+                n = 0
+                while got := f.readinto(text.data[n:]):
+                    n += got
+                    if n == text.shape[0]:  # the file grew meanwhile: take the rest too
+                        text = np.concatenate([text, np.frombuffer(f.read(), dtype=np.uint8)])
+                        n = text.shape[0]
+                        break
+                text = text[:n]
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise InputError(f"{path}: is a directory, expected a file") from None
     except OSError as e:
-        raise InputError(f"{path}: cannot read: {e.strerror}") from None
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as e:
-            raise InputError(f"{path}: broken gzip data: {e}") from None
-    return raw
+        raise InputError(f"{path}: cannot read: {e.strerror or e}") from None
+    return text if as_array else text.tobytes()
 
 
 def parse_json_file(path: str, raw: bytes) -> Any:
@@ -72,6 +104,8 @@ def parse_json_file(path: str, raw: bytes) -> Any:
         raise InputError(f"{path}: not UTF-8 text: {e.reason}") from None
     except json.JSONDecodeError as e:
         raise InputError(f"{path}: malformed JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+    except RecursionError:
+        raise InputError(f"{path}: malformed JSON: nested too deeply") from None
 
 
 def parse_job_key(text: str) -> tuple[str, int, int]:
@@ -90,6 +124,43 @@ def parse_job_key(text: str) -> tuple[str, int, int]:
     raise InputError(f"{text!r}: expected CLUSTER/JOBID/STARTTIME (or a job directory CLUSTER/L1/L2/START)")
 
 
+#: Modules whose exceptions mean "this storage location cannot be used" (matched by name, so
+#: none of them needs importing): unknown credentials, an unreachable endpoint, a bad URL.
+_STORAGE_LIBRARIES = ("fsspec", "s3fs", "botocore", "aiobotocore", "aiohttp")
+
+
+def open_archive_arg(url: str, *, create: bool = False, storage_options: dict[str, Any] | None = None) -> Any:
+    """``open_archive`` for a URL from the command line: what the storage libraries raise for a
+    bad location (unknown protocol, a file where a directory belongs, missing S3 credentials)
+    becomes one :class:`~ccarchive.errors.InputError` naming the URL."""
+    from ..archive import open_archive
+    from ..errors import CcArchiveError, InputError
+    from .main import UsageError
+
+    if not url.strip():
+        raise UsageError("the archive URL is empty")
+    try:
+        return open_archive(url, create=create, storage_options=storage_options)
+    except (CcArchiveError, ImportError):
+        raise  # ImportError: the error boundary names the package to install
+    except OSError as e:
+        raise InputError(f"{url}: cannot open the archive: {e.strerror or e}") from None
+    except ValueError as e:  # fsspec: "Protocol not known: ..."
+        raise InputError(f"{url}: not an archive URL: {e}") from None
+    except Exception as e:
+        if type(e).__module__.split(".")[0] in _STORAGE_LIBRARIES:
+            raise InputError(f"{url}: cannot open the archive: {type(e).__name__}: {e}") from None
+        raise
+
+
+def check_cluster_arg(archive: Any, cluster: str | None, url: str) -> None:
+    """``--cluster C`` must name a cluster of the archive (a typo would look like an empty archive)."""
+    from ..errors import ClusterConfigError
+
+    if cluster is not None and cluster not in (known := archive.clusters()):
+        raise ClusterConfigError(f"{url}: unknown cluster {cluster!r} (clusters: {', '.join(known) or 'none'})")
+
+
 # -- import --------------------------------------------------------------------------------------
 
 def _import(args: argparse.Namespace) -> int:
@@ -100,18 +171,19 @@ def _import(args: argparse.Namespace) -> int:
     from ..formats.data import decode_job_data
     from ..formats.meta import decode_job_meta
 
-    meta_raw = read_input_file(args.meta)
-    data_raw = read_input_file(args.data)
-    meta_doc = parse_json_file(args.meta, meta_raw)
-    data_doc = parse_json_file(args.data, data_raw)
+    meta_doc = parse_json_file(args.meta, read_input_file(args.meta))
     try:
         job = decode_job_meta(meta_doc)
     except FormatError as e:
         raise InputError(f"{args.meta}: {e}") from None
+    # data.json: read (inflated) into one array and parsed in place -- no Python object per
+    # sample -- then the text is dropped: peak memory is the text plus the float64 samples
+    data_text = read_input_file(args.data, as_array=True)
     try:
-        data = decode_job_data(data_doc)
+        data = decode_job_data(data_text)
     except FormatError as e:
         raise InputError(f"{args.data}: {e}") from None
+    del data_text
     if not data:
         raise InputError(f"{args.data}: {job.label} has no metric data")
 
@@ -142,14 +214,25 @@ def _import(args: argparse.Namespace) -> int:
 # -- ls / show -----------------------------------------------------------------------------------
 
 def _ls(args: argparse.Namespace) -> int:
-    from ..archive import open_archive
+    """The table (or JSON lines) on stdout; an unreadable job is one line on stderr, the listing
+    goes on, and the exit code is 1 at the end."""
+    from ..archive import job_path
+    from ..errors import CcArchiveError, describe_error
 
-    archive = open_archive(args.archive)
-    n = 0
+    archive = open_archive_arg(args.archive)
+    check_cluster_arg(archive, args.cluster, args.archive)
+    n = bad = 0
     if not args.json:
         print(f"{'cluster':10s} {'jobId':>10s} {'startTime':>11s} {'user':12s} {'nodes':>5s} "
               f"{'duration':>9s} {'state':12s} {'energy':>8s}")
-    for job in archive.iter_jobs(args.cluster):
+    for key in archive.iter_job_keys(args.cluster):
+        try:
+            job = archive.load_meta(key)
+        except (CcArchiveError, OSError, ValueError, RecursionError) as e:
+            bad += 1
+            rel, message = job_path(*key), describe_error(e)
+            print(f"error: {message if rel in message else f'{rel}: {message}'}", file=sys.stderr)
+            continue
         n += 1
         if args.json:
             print(json.dumps({"cluster": job.cluster, "jobId": job.job_id, "startTime": job.start_time,
@@ -159,22 +242,30 @@ def _ls(args: argparse.Namespace) -> int:
             print(f"{job.cluster:10s} {job.job_id:>10d} {job.start_time:>11d} {job.user[:12]:12s} "
                   f"{job.num_nodes:>5d} {job.duration:>9d} {job.job_state[:12]:12s} {job.energy:>8.2f}")
     if not args.json:
-        print(f"{n} jobs", file=sys.stderr)
-    return 0
+        print(f"{n} jobs" + (f" ({bad} unreadable)" if bad else ""))
+    return 1 if bad else 0
 
 
 def _show(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from ..archive import job_path, open_archive
+    from ..archive import job_path
+    from ..errors import CcArchiveError, FormatError, describe_error
+    from ..verify import DAMAGED_FILE_ERRORS
 
-    archive = open_archive(args.archive)
     key = parse_job_key(args.job)
+    archive = open_archive_arg(args.archive)
     if args.meta_json:
         sys.stdout.buffer.write(archive.load_meta_bytes(key))
         return 0
-    job = archive.load_meta(key)
-    data = archive.load_data(key)
+    try:
+        job = archive.load_meta(key)
+        data = archive.load_data(key)
+    except CcArchiveError:
+        raise
+    except DAMAGED_FILE_ERRORS as e:
+        raise FormatError(f"{job_path(*key)}: damaged ({describe_error(e)}); "
+                          f"'ccarchive verify {args.archive}' checks the whole archive") from None
     print(f"{job.label}  ({job_path(*key)})")
     print(f"  user {job.user}  project {job.project}  subCluster {job.sub_cluster}  partition {job.partition}")
     print(f"  state {job.job_state}  duration {job.duration} s  nodes {job.num_nodes}  "
@@ -203,17 +294,19 @@ def _show(args: argparse.Namespace) -> int:
 # -- verify --------------------------------------------------------------------------------------
 
 def _verify(args: argparse.Namespace) -> int:
-    from ..archive import open_archive
+    """Warnings and the summary on stdout, one line per error on stderr; a damaged job is an
+    error of that job and never ends the run."""
     from ..verify import verify_archive
 
-    archive = open_archive(args.archive)
+    archive = open_archive_arg(args.archive)
+    check_cluster_arg(archive, args.cluster, args.archive)
     report = verify_archive(archive, cluster=args.cluster, progress=not args.quiet)
     warnings = report.all_warnings()
     if not args.quiet:
         for w in warnings:
             print(f"warning: {w}")
     for e in report.errors:
-        print(f"error: {e}")
+        print(f"error: {e}", file=sys.stderr)
     errors = len(report.errors) + (len(warnings) if args.strict else 0)
     print(f"verified {report.jobs} jobs in {report.clusters} clusters: "
           f"{len(report.errors)} errors, {len(warnings)} warnings")

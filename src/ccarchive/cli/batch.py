@@ -56,8 +56,10 @@ def run_batch(
     desc: str = "archiving",
     reconcile_horizon_s: float = 90 * 86400.0,
     force: bool = False,
+    retry: Any = None,
 ) -> BatchSummary:
-    """Start an Archiver, trigger the ids ``select(archiver)`` yields, wait, shut down."""
+    """Start an Archiver, trigger the ids ``select(archiver)`` yields, wait, shut down; ``retry``
+    (a :class:`~ccarchive.pipeline.RetryPolicy`) paces transient failures (default: the pipeline's)."""
     from tqdm import tqdm
 
     from ..pipeline import Archiver, ShutdownTimeoutError
@@ -79,7 +81,7 @@ def run_batch(
             summary.failed.append(msg.message)
             bar.update()
 
-    archiver = Archiver(config, on_result=on_result, reconcile_grace_s=0.0,
+    archiver = Archiver(config, on_result=on_result, reconcile_grace_s=0.0, retry=retry,
                         reconcile_horizon_s=reconcile_horizon_s)
     stop = threading.Event()
 

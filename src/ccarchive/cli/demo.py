@@ -50,7 +50,12 @@ def run(name: str, args: argparse.Namespace) -> int:
     if args.jobs < 1:
         raise InputError(f"--jobs must be at least 1, got {args.jobs}")
     workdir = Path(args.workdir).resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise InputError(f"--workdir {workdir}: exists and is not a directory") from None
+    except OSError as e:
+        raise InputError(f"--workdir {workdir}: cannot create it: {e.strerror or e}") from None
     archive = open_archive(str(workdir / "archive"), create=True)
     clusters = {c: embedded_cluster(c) for c in DEMO_CLUSTERS}
     for c in clusters.values():

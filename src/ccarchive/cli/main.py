@@ -2,7 +2,9 @@
 
 Help and dispatch import no command module, so ``ccarchive --help`` stays fast and the spawned
 archiving worker (which re-imports ``__main__``) does not pay for numba or pyarrow twice.  One
-error boundary turns ccarchive's exceptions into one line on stderr and a non-zero exit code.
+error boundary turns ccarchive's exceptions (and file system errors, which name their file) into
+one line on stderr and a non-zero exit code (2 for usage errors, argparse's included); anything
+unexpected still gives one line, naming it an internal error, with the traceback only at ``-vv``.
 """
 
 from __future__ import annotations
@@ -11,8 +13,13 @@ import argparse
 import importlib
 import logging
 import os
+import re
 import sys
+import traceback
 from collections.abc import Sequence
+from typing import NoReturn
+
+from ..errors import CcArchiveError, InputError
 
 #: name -> (module under ccarchive.cli, one-line summary)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -34,8 +41,52 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 
+class UsageError(InputError):
+    """The command line is incomplete or contradictory: exit code 2, like argparse's errors
+    (recognised by its ``reason``, so a second import of this module under ``-m`` agrees)."""
+
+    reason = "usage"
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (the usage text is in ``--help``)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
+
+
+#: Optional packages -> (who needs them, the extra that installs them).
+OPTIONAL_PACKAGES: dict[str, tuple[str, str]] = {
+    **dict.fromkeys(("s3fs", "aiobotocore", "botocore"), ("s3:// archives need", "s3")),
+    **dict.fromkeys(("prometheus_client", "nats", "jwt", "cryptography"), ("ccarchive serve needs", "service")),
+}
+_MODULE_NAMED = re.compile(r"No module named '([\w.]+)'|Install (\w+)")
+
+
+def missing_extra(e: ImportError) -> str | None:
+    """What to install when ``e`` (or an error it was raised from) is a missing optional package."""
+    seen: set[int] = set()
+    err: BaseException | None = e
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, ImportError):
+            names = [err.name or ""] + [a or b for a, b in _MODULE_NAMED.findall(str(err))]
+            for name in names:
+                top = name.split(".")[0]
+                if top in OPTIONAL_PACKAGES:
+                    needed_by, extra = OPTIONAL_PACKAGES[top]
+                    return f"{needed_by} the package {top}, which is not installed: pip install 'ccarchive[{extra}]'"
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def one_line(text: str) -> str:
+    """``text`` with line breaks turned into spaces: every message to a user is one line."""
+    return " ".join(text.splitlines()) if "\n" in text or "\r" in text else text
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="ccarchive",
         description="Archive HPC job metric data into ClusterCockpit's job archive v3.",
     )
@@ -69,15 +120,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     from ..logs import setup_logging
 
-    setup_logging(args.verbose, args.log_format)
-    from ..errors import CcArchiveError
-
     try:
+        setup_logging(args.verbose, args.log_format)
         return int(_command_module(args._module).run(args.command, args) or 0)
     except CcArchiveError as e:
-        print(f"ccarchive {args.command}: error: {e}", file=sys.stderr)
+        print(f"ccarchive {args.command}: error: {one_line(str(e))}", file=sys.stderr)
         logging.getLogger("ccarchive").debug("traceback", exc_info=True)
-        return EXIT_ERROR
+        return EXIT_USAGE if e.reason == UsageError.reason else EXIT_ERROR
     except KeyboardInterrupt:
         print(f"ccarchive {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -85,6 +134,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         # stdout closed early (e.g. `ccarchive ls | head`): not an error.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
+    except OSError as e:
+        if not e.filename:  # not about a file: nothing to tell the user beyond the exception itself
+            return _internal_error(args, e)
+        print(f"ccarchive {args.command}: error: {e.filename}: {e.strerror or e}", file=sys.stderr)
+        return EXIT_ERROR
+    except ImportError as e:
+        hint = missing_extra(e)
+        if hint is None:
+            return _internal_error(args, e)
+        print(f"ccarchive {args.command}: error: {hint}", file=sys.stderr)
+        return EXIT_ERROR
+    except Exception as e:  # noqa: BLE001 - the last resort: a bug must still not greet users with a traceback
+        return _internal_error(args, e)
+
+
+def _internal_error(args: argparse.Namespace, e: BaseException) -> int:
+    """One line for an exception nobody expected; the traceback follows only with ``-vv``."""
+    print(f"ccarchive {args.command}: internal error: {type(e).__name__}: {one_line(str(e))} "
+          f"(run with -vv for the traceback)", file=sys.stderr)
+    if args.verbose >= 2:
+        traceback.print_exception(e)
+    return EXIT_ERROR
 
 
 if __name__ == "__main__":

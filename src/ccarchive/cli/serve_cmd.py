@@ -2,7 +2,9 @@
 
 Flags override the ``ccarchive`` section of the file and the ``CCARCHIVE_*`` environment;
 ``--set KEY=VALUE`` reaches any key of that section (VALUE is JSON, or else a plain string).
-``--check`` validates everything and prints the effective settings without starting.
+``--check`` validates everything and prints the effective settings (secrets masked) without
+starting; ``--probe`` also asks every dependency once (metric sources, NATS, archive, job DB, hook
+command) and prints one line per check.
 """
 
 from __future__ import annotations
@@ -27,7 +29,12 @@ def add_arguments(name: str, p: argparse.ArgumentParser) -> None:
     p.add_argument("--env-file", metavar="FILE", help="dotenv file with JWT_PUBLIC_KEY (cc-backend's .env)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any key of the ccarchive section, e.g. --set reconcile-interval=30s")
-    p.add_argument("--check", action="store_true", help="validate the configuration, print it and exit")
+    p.add_argument("--check", action="store_true",
+                   help="validate the configuration, print it (secrets masked) and exit")
+    p.add_argument("--probe", action="store_true",
+                   help="validate as --check, then, instead of printing the settings, query every metric source "
+                        "once, connect to NATS, read and test-write the archive, read the job DB and find the "
+                        "hook command (each within 5 s); one line per check, exit code 1 if any failed")
 
 
 def _value(text: str) -> Any:
@@ -74,21 +81,35 @@ def run(name: str, args: argparse.Namespace) -> int:
 
     _check_extra()
     config = load_config(args.config, overrides=overrides_from_args(args))
-    if args.check:
+    if args.check or args.probe:
+        from ..config import mask_secrets
         from ..service.serve import check_backends, load_hooks
 
-        check_backends(config)
         config.worker_config()
         load_hooks(config)
-        shown = {k: v for k, v in vars(config).items() if k not in ("storage_options", "jwt_public_key")}
-        shown["jwt_public_key"] = "set" if config.jwt_public_key else None
-        if config.nats is not None:
-            shown["nats"] = {**vars(config.nats), "password": "***" if config.nats.password else None}
-        print(json.dumps(shown, indent=2, default=lambda o: vars(o)))
+        if args.probe:
+            return _probe(config)
+        check_backends(config)
+        print(json.dumps(mask_secrets(config), indent=2))
         return 0
     from ..service.serve import run as serve
 
     return serve(config)
+
+
+def _probe(config: Any) -> int:
+    """One line per check: ``ok: ...`` on stdout, failures on stderr; exit code 1 if any failed."""
+    import sys
+
+    from ..service.probe import run_probes
+
+    results = run_probes(config)
+    for r in results:
+        if r.ok:
+            print(f"ok: {r.line()}")
+        else:
+            print(f"ccarchive serve: probe failed: {r.line()}", file=sys.stderr)
+    return 0 if all(r.ok for r in results) else 1
 
 
 def main(argv: list[str] | None = None) -> int:
