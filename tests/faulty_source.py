@@ -1,9 +1,11 @@
 """A synthetic source with injectable faults, read from a JSON file at every fetch so a test can
 change them while the worker runs: {"fail": [jobId...], "transient": {jobId: n_failures},
-"slow": {jobId: seconds_per_metric}}.  Used through the registry's "python" kind."""
+"slow": {jobId: seconds_per_metric}, "enospc": {jobId: n_failures}}.  Used through the registry's
+"python" kind.  ``enospc`` raises the OSError a full disk gives, as if writing the archive failed."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import time
@@ -18,6 +20,7 @@ class FaultySource(SyntheticSource):
         super().__init__(**kwargs)
         self.faults_file = faults_file
         self.transient_seen: dict[int, int] = {}
+        self.enospc_seen: dict[int, int] = {}
 
     def _faults(self) -> dict:
         try:
@@ -34,6 +37,9 @@ class FaultySource(SyntheticSource):
         if seen < budget:
             self.transient_seen[job.job_id] = seen + 1
             raise TransientError(f"{job.label}: injected store timeout ({seen + 1}/{budget})")
+        if self.enospc_seen.get(job.job_id, 0) < faults.get("enospc", {}).get(str(job.job_id), 0):
+            self.enospc_seen[job.job_id] = self.enospc_seen.get(job.job_id, 0) + 1
+            raise OSError(errno.ENOSPC, "No space left on device", f"/archive/{job.cluster}/{job.job_id}")
         delay = faults.get("slow", {}).get(str(job.job_id), 0)
         if delay:
             marker = faults.get("started_marker")

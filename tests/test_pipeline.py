@@ -30,7 +30,7 @@ from ccarchive.pipeline import (
 )
 from ccarchive.sources.synthetic import synthetic_job
 from ccarchive.statestore import StateStore
-from ccarchive.worker import WorkerConfig
+from ccarchive.worker import Message, WorkerConfig
 
 TESTS = Path(__file__).parent
 START = int(time.time()) // 3600 * 3600 - 3 * 86400
@@ -309,3 +309,123 @@ def test_worker_writes_json_and_parquet(tmp_path: Path):
     for key in keys[:3]:
         assert ds.load_meta_bytes(key) == env.arch.load_meta_bytes(key)
         assert ds.load_data_bytes(key) == env.arch.load_data_bytes(key)
+
+
+def test_worker_killed_with_a_full_queue_its_job_is_archived_once_without_restart(tmp_path: Path):
+    """The job a dead worker was archiving goes back to the front, even when 128 jobs are queued and
+    more wait behind them; no pending job is ever outside the backlog, queue, worker or a retry."""
+    env = Env(tmp_path, n_small=QUEUE_SIZE + 20)
+    first = env.ids[0]
+    env.set_faults(slow={str(env.job_ids[first]): 0.5})  # ~10 s in flight
+    done: dict[int, int] = {}
+    a = env.archiver(on_result=lambda m: done.__setitem__(m.db_id, done.get(m.db_id, 0) + 1)
+                     if m.kind == "done" else None)
+    a.start()
+    a.trigger(first)
+    wait_for(env.marker.exists, what="first job in flight")
+    blocked = threading.Thread(target=a.trigger, args=(env.ids[-1],))  # a library caller waiting for a slot
+    for db_id in env.ids[1:-1]:
+        assert a.trigger(db_id, block=False)
+    blocked.start()
+    st = a.status()
+    assert (st["in_flight"], st["queued"], st["backlog"]) == (first, QUEUE_SIZE, 19 - (not blocked.is_alive()))
+    assert a.check_invariant() == []
+    env.faults.unlink()
+    old_pid = a.worker_pid
+    t_kill = time.monotonic()
+    os.kill(old_pid, signal.SIGKILL)
+    problems: list[str] = []
+
+    def archived_first() -> bool:
+        problems.extend(a.check_invariant())
+        return env.statuses()[first] == 3
+
+    wait_for(archived_first, timeout=30, what="the killed worker's job archived")
+    recovery_s = time.monotonic() - t_kill
+    assert problems == []
+    assert a.trigger(first) is True  # no longer pending: a new trigger is taken (and skipped as archived)
+    assert a.wait_idle(120)
+    blocked.join(10)
+    a.shutdown(30)
+    assert done == {i: 1 for i in env.ids}  # every job archived exactly once
+    assert a.stats.worker_restarts == 1
+    env.assert_complete()
+    print(f"\nworker killed with {QUEUE_SIZE} queued + {19} waiting: its job archived {recovery_s:.1f} s later")
+
+
+def test_full_storage_pauses_the_worker_instead_of_failing_jobs(tmp_path: Path, caplog):
+    """ENOSPC is waited out: the job is kept and tried again with backoff, no job fails, nothing
+    burns through the queue, the state is visible, and everything archives once space returns."""
+    env = Env(tmp_path, n_small=6)
+    full = env.ids[1]
+    env.set_faults(enospc={str(env.job_ids[full]): 4})
+    cfg = env.config()
+    cfg.storage_retry_max_s = 0.2
+    seen: list[Message] = []
+    a = Archiver(cfg, retry=RetryPolicy(max_attempts=2, base_s=0.05, cap_s=0.1),
+                 on_result=seen.append)
+    a.start()
+    states: list[dict | None] = []
+    a_handle = a._handle
+
+    def spy(msg):  # record what status() says right after each report (deterministic, no polling race)
+        a_handle(msg)
+        if msg.kind == "paused":
+            states.append(a.status()["storage_full"])
+
+    a._handle = spy  # type: ignore[method-assign]
+    for db_id in env.ids:
+        a.trigger(db_id)
+    assert a.wait_idle(120)
+    a.shutdown(30)
+    assert len(states) == 4 and all(s is not None and s["job"] == full for s in states)
+    assert "No space left on device" in states[0]["error"]
+    assert [s["retry_in_s"] for s in states] == [0.2, 0.2, 0.2, 0.2]
+    assert a.status()["storage_full"] is None
+    assert a.stats.storage_full_pauses == 1 and a.stats.failed == {} and a.stats.retries == 0
+    assert [m.db_id for m in seen if m.kind == "failed"] == []
+    env.assert_complete()
+    assert StateStore(tmp_path / "state.db").get(full).attempts == 1  # one attempt, paused inside it
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert sum("archiving paused" in w for w in warnings) == 1
+    assert sum("archiving resumed" in w for w in warnings) == 1
+
+
+def test_full_storage_pause_ends_at_shutdown_and_the_job_stays_pending(tmp_path: Path):
+    env = Env(tmp_path, n_small=2)
+    stuck = env.ids[0]
+    env.set_faults(enospc={str(env.job_ids[stuck]): 10_000})
+    a = env.archiver()
+    a.start()
+    a.trigger(stuck)
+    wait_for(lambda: a.status()["storage_full"] is not None, what="storage-full pause")
+    with pytest.raises(ShutdownTimeoutError) as e:
+        a.shutdown(timeout=0.5, grace=10)
+    assert e.value.unfinished == [stuck]
+    assert env.statuses()[stuck] == 1  # pending in the job DB, not failed
+
+
+def test_atomic_file_leaves_no_temporary_file_when_close_fails_on_a_full_disk(tmp_path: Path):
+    """A full disk can fail ``write`` and then ``close`` again (flushing the buffer): the temporary
+    file must still be removed."""
+    import errno
+
+    from ccarchive.atomicio import AtomicFile
+
+    class FullDisk:
+        def __init__(self, f):
+            self.f = f
+
+        def write(self, b):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def close(self):
+            self.f.close()
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    fs = open_archive(str(tmp_path / "a"), create=True).fs
+    out = AtomicFile(fs, str(tmp_path / "a" / "x" / "data.json.gz"))
+    out.file = FullDisk(out.file)  # type: ignore[assignment]
+    with pytest.raises(OSError, match="No space"), out:
+        out.file.write(b"x" * 100)
+    assert [p.name for p in (tmp_path / "a" / "x").iterdir()] == []

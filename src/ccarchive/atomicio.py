@@ -88,11 +88,15 @@ class AtomicFile:
             return
         self.done = True
         if self._tmp is not None:
-            self.file.close()
             try:
-                os.unlink(self._tmp)
-            except FileNotFoundError:
+                self.file.close()  # may raise again (ENOSPC flushing the buffer): the unlink must still run
+            except OSError:
                 pass
+            finally:
+                try:
+                    os.unlink(self._tmp)
+                except FileNotFoundError:
+                    pass
         elif self._buffer is None:
             discard(self.file)
 

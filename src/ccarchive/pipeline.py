@@ -2,21 +2,30 @@
 
 ::
 
-  trigger(job) ──► capacity (128 slots) ──► multiprocessing.Queue(128) ──► worker process
-     ▲  any thread                                                           │ started/done/failed
-     │                                        result thread ◄── Pipe ◄───────┘ + worker sentinel
-     │                                           │ pending set, state store, DB status 2, retries
-  reconciler thread (job DB: stopped, status 1)  └──► hook thread (callables, entry points, shell)
+  trigger(job) ──► backlog (FIFO) ──► multiprocessing.Queue(128) ──► worker process
+     ▲  any thread       ▲ fed whenever a slot frees                   │ started/done/failed/paused
+     │                   │                  result thread ◄── Pipe ◄───┘ + worker sentinel
+     │                   └── a dead worker's job goes back first  │ pending set, state store, retries
+  reconciler thread (job DB: stopped, status 1)                  └──► hook thread (callables, shell)
 
 State: new → running → draining → stopped.  The parent keeps every job it accepted in
-``pending`` until the worker reports it finished; that set is what makes triggers idempotent,
-what a dead worker's queue is rebuilt from, and what a shutdown timeout names.  A capacity
-semaphore released when the worker *takes* a job bounds the queue at 128, so ``trigger`` blocks
-only while 128 jobs are queued and the multiprocessing queue itself never blocks; that keeps a
-replacement queue safe to fill after a worker died holding the old queue's lock.
+``pending`` until the worker reports it finished, and every pending job is in exactly one place:
+the backlog, the multiprocessing queue, the worker (in flight) or a retry timer.  That set is what
+makes triggers idempotent, what a dead worker's work is rebuilt from, and what a shutdown timeout
+names.  The queue holds at most 128 jobs; the backlog in front of it is fed as the worker takes
+jobs, so the multiprocessing queue itself never blocks, and a replacement queue is safe to fill
+after a worker died holding the old queue's lock.
+
+``trigger`` blocks while its job waits in the backlog (library back-pressure, optionally with a
+timeout); ``trigger(..., block=False)`` returns at once, which is what the service's stop paths use:
+the job DB update already made the stop durable, and the job is fed when a slot frees.
 
 The job DB is the durable queue: jobs still pending when the process dies or shuts down keep
 ``monitoring_status = 1`` and the reconciler enqueues them at the next start.
+
+A full archive or job DB disk (ENOSPC, EDQUOT, SQLite "disk is full") does not fail jobs: the worker
+keeps the job, removes what it had started to write, and retries it with backoff until space
+returns; the parent shows the condition (``status()["storage_full"]``, metrics, ``/healthz``).
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ import multiprocessing
 import random
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait as mp_wait
@@ -40,6 +50,9 @@ from .worker import JobRef, Message, WorkerConfig, worker_main
 log = logging.getLogger(__name__)
 
 QUEUE_SIZE = 128
+#: Jobs waiting in front of the queue before non-blocking triggers stop adding to it; beyond this
+#: a triggered job stays pending in the job DB and the reconciler queues it later.
+BACKLOG_MAX = 100_000
 
 
 class ArchiverStateError(CcArchiveError):
@@ -83,6 +96,20 @@ class ArchiverStats:
     bytes_written: int = 0
     phase_seconds: dict[str, float] = field(default_factory=dict)
     shutdown_timeouts: int = 0
+    #: times the worker paused because the archive or job DB storage was full
+    storage_full_pauses: int = 0
+    #: triggers not taken because the backlog was full (the jobs stay pending in the job DB)
+    deferred: int = 0
+
+
+@dataclass
+class StorageFull:
+    """The worker is paused: the archive or the job DB has no space left."""
+
+    since: float
+    db_id: int
+    message: str
+    retry_in_s: float
 
 
 class Archiver:
@@ -121,11 +148,13 @@ class Archiver:
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._state = "new"
-        self._pending: dict[int, JobRef] = {}   # accepted and not finished: queued, in flight, retry wait
-        self._queued: set[int] = set()          # holding a capacity slot
+        # Every pending job is in exactly one of: backlog, queued, in flight, retry timers.
+        self._pending: dict[int, JobRef] = {}
+        self._backlog: OrderedDict[int, JobRef] = OrderedDict()   # accepted, waiting for a queue slot
+        self._queued: OrderedDict[int, JobRef] = OrderedDict()    # in the multiprocessing queue, in order
         self._in_flight: int | None = None
-        self._slots = threading.BoundedSemaphore(QUEUE_SIZE)
         self._retry_timers: dict[int, threading.Timer] = {}
+        self._storage_full: StorageFull | None = None
         self._stop = threading.Event()
         self._state_store = StateStore(config.state_db)
         self._jobdb: JobDB | None = None
@@ -172,34 +201,58 @@ class Archiver:
         return self._worker.pid if self._state != "new" else None
 
     # -- triggering --------------------------------------------------------------------------------
-    def trigger(self, job: Any, *, timeout: float | None = None, force: bool = False) -> bool:
+    def trigger(self, job: Any, *, timeout: float | None = None, force: bool = False, block: bool = True) -> bool:
         """Queue a job (a Job with ``id``, or a job DB id) for archiving.
 
-        Returns False when the job is already pending (queued, in flight or waiting for a retry).
-        The worker skips jobs the DB already marks archived unless ``force``.  Blocks while 128
-        jobs are queued; with ``timeout`` raises QueueFullError instead.
+        Returns False when the job is already pending (waiting, queued, in flight or waiting for a
+        retry).  The worker skips jobs the DB already marks archived unless ``force``.
+
+        With ``block`` (the default) the call returns once the job is in the 128-slot queue, so it
+        blocks while 128 jobs are queued ahead of it; with ``timeout`` it raises QueueFullError
+        instead and the job is not taken.  With ``block=False`` it returns at once: the job waits
+        in the parent's backlog and is queued when a slot frees; only when that backlog holds
+        ``BACKLOG_MAX`` jobs does it raise QueueFullError (the job stays pending in the job DB for
+        the reconciler).
         """
         db_id = int(job if isinstance(job, int) else job.id)
-        return self._enqueue(JobRef(db_id, 1, force), timeout=timeout, new=True)
+        return self._enqueue(JobRef(db_id, 1, force), timeout=timeout, new=True, block=block)
 
-    def _enqueue(self, ref: JobRef, *, timeout: float | None, new: bool) -> bool:
+    def _enqueue(self, ref: JobRef, *, timeout: float | None, new: bool, block: bool, first: bool = False) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             self._check_accepting()
             if new and ref.db_id in self._pending:
                 return False
+            if not block and len(self._backlog) >= BACKLOG_MAX:
+                self.stats.deferred += 1
+                raise QueueFullError(f"job {ref.db_id}: archive backlog full ({BACKLOG_MAX} jobs waiting)")
             self._pending[ref.db_id] = ref
-        if not self._slots.acquire(timeout=timeout):
-            with self._lock:
-                self._pending.pop(ref.db_id, None)
-                self._changed.notify_all()
-            raise QueueFullError(f"job {ref.db_id}: archive queue full ({QUEUE_SIZE} queued) for {timeout} s")
-        with self._lock:
-            if self._state not in ("running", "draining") or ref.db_id not in self._pending:
-                self._slots.release()
-                return False
-            self._queued.add(ref.db_id)
-            self._queue.put(ref)
-        return True
+            self._backlog[ref.db_id] = ref
+            if first:
+                self._backlog.move_to_end(ref.db_id, last=False)
+            self._feed_locked()
+            if not block:
+                return True
+            while ref.db_id in self._backlog:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    del self._backlog[ref.db_id]
+                    self._pending.pop(ref.db_id, None)
+                    self._changed.notify_all()
+                    raise QueueFullError(f"job {ref.db_id}: archive queue full ({QUEUE_SIZE} queued) for {timeout} s")
+                self._changed.wait(timeout=left)
+            return True
+
+    def _feed_locked(self) -> None:
+        """Move jobs from the backlog into free queue slots (with the lock held)."""
+        fed = False
+        while self._backlog and len(self._queued) < QUEUE_SIZE and self._state in ("running", "draining"):
+            db_id, ref = self._backlog.popitem(last=False)
+            self._queued[db_id] = ref
+            self._queue.put(ref)  # never blocks: at most QUEUE_SIZE refs are in it
+            fed = True
+        if fed:
+            self._changed.notify_all()
 
     def _check_accepting(self) -> None:
         if self._state == "new":
@@ -212,10 +265,27 @@ class Archiver:
             return sorted(self._pending)
 
     def status(self) -> dict[str, Any]:
+        """A snapshot: ``in_flight`` is the job DB id the worker is archiving (or None)."""
         with self._lock:
-            return {"state": self._state, "queued": len(self._queued), "in_flight": self._in_flight,
-                    "pending": len(self._pending), "retry_wait": len(self._retry_timers),
-                    "worker_pid": self._worker.pid if self._state != "new" else None}
+            full = self._storage_full
+            return {"state": self._state, "queued": len(self._queued), "backlog": len(self._backlog),
+                    "in_flight": self._in_flight, "pending": len(self._pending),
+                    "retry_wait": len(self._retry_timers),
+                    "worker_pid": self._worker.pid if self._state != "new" else None,
+                    "storage_full": None if full is None else {
+                        "since": full.since, "job": full.db_id, "error": full.message,
+                        "retry_in_s": full.retry_in_s}}
+
+    def check_invariant(self) -> list[str]:
+        """Pending jobs that are nowhere (neither waiting, queued, in flight nor in a retry timer):
+        always empty; a non-empty list is a bug the tests look for."""
+        with self._lock:
+            places = [set(self._backlog), set(self._queued), set(self._retry_timers),
+                      {self._in_flight} if self._in_flight is not None else set()]
+            lost = [f"job {d} is pending but not waiting, queued, in flight or in retry"
+                    for d in self._pending if not any(d in p for p in places)]
+            twice = [f"job {d} is in {n} places" for d in self._pending if (n := sum(d in p for p in places)) > 1]
+            return lost + twice
 
     # -- results -------------------------------------------------------------------------------------
     def _result_loop(self) -> None:
@@ -228,19 +298,35 @@ class Archiver:
                 except (EOFError, OSError):
                     msg = None
                 if msg is not None:
-                    self._handle(msg)
+                    self._handle_safely(msg)
                     continue
             if worker.sentinel in ready or (conn in ready) or not worker.is_alive():
                 # drain what the worker sent before dying, then decide
                 while conn.poll(0):
                     try:
-                        self._handle(conn.recv())
+                        self._handle_safely(conn.recv())
                     except (EOFError, OSError):
                         break
                 if not self._on_worker_exit():
                     return
             if self._stop.is_set() and not worker.is_alive():
                 return
+
+    def _handle_safely(self, msg: Message) -> None:
+        """The result thread must outlive anything one message does (a full state-store disk, a bug):
+        if it died, no slot would ever be freed again."""
+        try:
+            self._handle(msg)
+        except Exception:  # noqa: BLE001
+            log.exception("job %s: handling the worker's %r report failed", msg.db_id, msg.kind)
+
+    def _record(self, what: str, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+        """A state-store write; its failure is logged, never fatal (the job DB holds the job's fate)."""
+        try:
+            return fn(*args, **kw)
+        except Exception as e:  # noqa: BLE001
+            log.warning("state store %s: %s failed: %s", self.config.state_db, what, e)
+            return None
 
     def _handle(self, msg: Message) -> None:
         if msg.kind == "ready":
@@ -254,19 +340,21 @@ class Archiver:
         if msg.kind == "started":
             with self._lock:
                 self._in_flight = msg.db_id
-                if msg.db_id in self._queued:
-                    self._queued.discard(msg.db_id)
-                    self._slots.release()
-            self._state_store.record_attempt(msg.db_id)
+                if self._queued.pop(msg.db_id, None) is not None:
+                    self._feed_locked()
+            self._record("record attempt", self._state_store.record_attempt, msg.db_id)
             return
+        if msg.kind == "paused":
+            self._on_storage_full(msg)
+            return
+        self._on_storage_ok(quiet=msg.kind == "cancelled")
         with self._lock:
             if self._in_flight == msg.db_id:
                 self._in_flight = None
-            if msg.db_id in self._queued:  # cancelled before it started
-                self._queued.discard(msg.db_id)
-                self._slots.release()
+            if self._queued.pop(msg.db_id, None) is not None:  # cancelled before it started
+                self._feed_locked()
         if msg.kind == "done":
-            self._state_store.record_success(msg.db_id)
+            self._record("record success", self._state_store.record_success, msg.db_id)
             self.stats.archived += 1
             self.stats.bytes_written += msg.bytes_written
             for k, v in msg.phases.items():
@@ -288,6 +376,25 @@ class Archiver:
             except Exception:  # noqa: BLE001 - a progress callback must not stop the pipeline
                 log.exception("on_result callback failed")
 
+    def _on_storage_full(self, msg: Message) -> None:
+        """The worker paused on a full disk: one warning per outage, the rest at debug level."""
+        with self._lock:
+            first = self._storage_full is None
+            since = time.time() if first else self._storage_full.since  # type: ignore[union-attr]
+            self._storage_full = StorageFull(since, msg.db_id, msg.message, msg.retry_in_s)
+        if first:
+            self.stats.storage_full_pauses += 1
+            log.warning("archiving paused: %s; the job is kept and retried until space returns "
+                        "(no job is failed meanwhile)", msg.message)
+        else:
+            log.debug("storage still full: %s (retry in %.0f s)", msg.message, msg.retry_in_s)
+
+    def _on_storage_ok(self, *, quiet: bool = False) -> None:
+        with self._lock:
+            full, self._storage_full = self._storage_full, None
+        if full is not None and not quiet:
+            log.warning("archiving resumed: storage has space again after %.0f s", time.time() - full.since)
+
     def _finish(self, db_id: int, *, keep_pending: bool = False) -> None:
         with self._lock:
             if not keep_pending or self._state != "running":
@@ -298,7 +405,8 @@ class Archiver:
         if transient and attempt < self.retry.max_attempts and self._state == "running":
             delay = self.retry.delay(attempt)
             self.stats.retries += 1
-            self._state_store.record_failure(db_id, reason, message, next_retry_at=time.time() + delay)
+            self._record("record failure", self._state_store.record_failure, db_id, reason, message,
+                         next_retry_at=time.time() + delay)
             log.warning("%s (attempt %d, retry in %.1f s)", message, attempt, delay)
             force = self._pending[db_id].force if db_id in self._pending else False
             timer = threading.Timer(delay, self._retry_now, args=(JobRef(db_id, attempt + 1, force),))
@@ -309,7 +417,7 @@ class Archiver:
             return
         log.error("archiving failed: %s [reason=%s]", message, reason)
         self.stats.failed[reason] = self.stats.failed.get(reason, 0) + 1
-        self._state_store.record_failure(db_id, reason, message)
+        self._record("record failure", self._state_store.record_failure, db_id, reason, message)
         try:
             assert self._jobdb is not None
             self._jobdb.mark_failed(db_id)
@@ -325,7 +433,7 @@ class Archiver:
                 self._changed.notify_all()
                 return
         try:
-            self._enqueue(ref, timeout=None, new=False)
+            self._enqueue(ref, timeout=None, new=False, block=False)
         except ArchiverStateError:
             self._finish(ref.db_id)
 
@@ -342,29 +450,29 @@ class Archiver:
         cause = f"archiving worker (pid {self._worker.pid}) died with exit code {code}"
         log.error("%s%s", cause, f" while archiving job {lost}" if lost else "")
         if lost is not None:
-            self._state_store.record_failure(lost, "worker-died", cause)
-            st = self._state_store.get(lost)
+            self._record("record failure", self._state_store.record_failure, lost, "worker-died", cause)
+            st = self._record("read state", self._state_store.get, lost)
             attempts = st.attempts if st is not None else 1
             if attempts >= self.retry.max_attempts:
                 self._on_failure(lost, attempts, "worker-died", f"job {lost}: {cause} ({attempts} times)", False)
+                lost = None
         if stopping:
             return False
-        # Rebuild: a new queue (the dead worker may hold the old one's lock) with every job still pending.
+        # Rebuild: a new queue (the dead worker may hold the old one's lock).  The job it was
+        # archiving goes first, then the jobs of the old queue in their order, then the backlog.
         self.stats.worker_restarts += 1
         self._ready.clear()
         with self._lock:
             old_queue = self._queue
-            refs = sorted(self._pending.values(), key=lambda r: r.db_id)
-            waiting = set(self._retry_timers)
+            ahead = list(self._queued.items())
+            if lost is not None and lost in self._pending:
+                ahead.insert(0, (lost, self._pending[lost]))
+            self._queued.clear()
+            for db_id, ref in reversed(ahead):
+                self._backlog[db_id] = ref
+                self._backlog.move_to_end(db_id, last=False)
             self._spawn_worker()
-            for r in refs:
-                if r.db_id in waiting:
-                    continue
-                if r.db_id not in self._queued:
-                    if not self._slots.acquire(blocking=False):
-                        continue  # will be picked up by the reconciler
-                    self._queued.add(r.db_id)
-                self._queue.put(r)
+            self._feed_locked()
         old_queue.cancel_join_thread()
         old_queue.close()
         return True
@@ -429,8 +537,9 @@ class Archiver:
             self._retry_timers.clear()
         for timer in timers:  # jobs waiting for a retry stay pending in the DB
             timer.cancel()
-        with self._lock:
-            for db_id in [d for d in self._pending if d not in self._queued and d != self._in_flight]:
+        with self._lock:  # jobs waiting for a retry stay pending in the job DB; the rest is drained
+            for db_id in [d for d in self._pending if d not in self._queued and d not in self._backlog
+                          and d != self._in_flight]:
                 self._pending.pop(db_id, None)
         finished = self.wait_idle(timeout)
         unfinished = self.pending()

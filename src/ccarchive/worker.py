@@ -17,10 +17,12 @@ Per job, the six steps of cc-backend's archiver:
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from queue import Empty
 from typing import Any
@@ -51,6 +53,8 @@ class WorkerConfig:
     #: durable record, the dataset is flushed when the queue is idle and at exit
     parquet_url: str | None = None
     parquet_storage_options: dict[str, Any] = field(default_factory=dict)
+    #: longest pause between two tries of a job while the archive or job DB storage is full
+    storage_retry_max_s: float = 30.0
     #: data.json.gz compression (None = the process default, see ``formats.compress``)
     gzip_level: int | None = None
     gzip_threads: int | None = None
@@ -60,7 +64,9 @@ class WorkerConfig:
 
 @dataclass
 class Message:
-    """Worker -> parent.  kind: ready | fatal | started | done | skipped | failed | cancelled."""
+    """Worker -> parent.  kind: ready | fatal | started | paused | done | skipped | failed | cancelled.
+
+    ``paused`` (storage full) may come several times between ``started`` and the job's outcome."""
 
     kind: str
     db_id: int = 0
@@ -74,6 +80,7 @@ class Message:
     job: dict[str, Any] | None = None  # hook payload: the archived job's identity and results
     warnings: list[str] = field(default_factory=list)
     pid: int = 0
+    retry_in_s: float = 0.0  # paused: seconds until the worker tries the job again
 
 
 def warm_up() -> None:
@@ -130,10 +137,33 @@ def is_transient(exc: BaseException) -> bool:
     )
 
 
+STORAGE_FULL = "storage-full"
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+_FULL_TEXTS = ("database or disk is full", "no space left on device", "disk quota exceeded")
+
+
+def is_storage_full(exc: BaseException) -> bool:
+    """True when ``exc`` (or an exception it was raised from or while handling) says the disk or
+    quota is full: a condition to wait out, not a reason to fail the job."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in _FULL_ERRNOS:
+            return True
+        if any(t in str(e).lower() for t in _FULL_TEXTS):
+            return True
+        todo += [e.__cause__, e.__context__]
+    return False
+
+
 def archive_one(ref: JobRef, cfg: WorkerConfig, env: dict[str, Any], cancelled: Any) -> Message:
     """Steps 1-5 for one job; any exception becomes a failed Message."""
     from .core import archive_job
-    from .errors import CancelledError, CcArchiveError
+    from .errors import CancelledError
 
     jobdb, archive, source = env["jobdb"], env["archive"], env["source"]
     try:
@@ -157,16 +187,49 @@ def archive_one(ref: JobRef, cfg: WorkerConfig, env: dict[str, Any], cancelled: 
                        warnings=result.warnings[:50])
     except CancelledError as e:
         return Message("cancelled", ref.db_id, ref.attempt, reason=e.reason, message=str(e))
-    except CcArchiveError as e:
-        return Message("failed", ref.db_id, ref.attempt, reason=e.reason, message=str(e),
-                       transient=is_transient(e))
-    except MemoryError:
+    except Exception as e:  # noqa: BLE001 - classified below; the worker must survive anything a job does
+        return _failure(ref, e)
+
+
+def _failure(ref: JobRef, e: Exception) -> Message:
+    """The failed Message for an exception: storage full first (wrapped or not), then ours, then the rest."""
+    from .errors import CcArchiveError
+
+    if is_storage_full(e):
+        text = str(e).splitlines()[0] if str(e) else type(e).__name__
+        return Message("failed", ref.db_id, ref.attempt, reason=STORAGE_FULL, transient=True,
+                       message=f"job {ref.db_id}: storage full: {text}")
+    if isinstance(e, CcArchiveError):
+        return Message("failed", ref.db_id, ref.attempt, reason=e.reason, message=str(e), transient=is_transient(e))
+    if isinstance(e, MemoryError):
         return Message("failed", ref.db_id, ref.attempt, reason="out-of-memory",
                        message=f"job {ref.db_id}: out of memory while archiving")
-    except Exception as e:  # noqa: BLE001 - the worker must survive anything a job does
-        tb = traceback.format_exc(limit=5).strip().splitlines()[-1]
-        return Message("failed", ref.db_id, ref.attempt, reason="transient" if is_transient(e) else "internal",
-                       message=f"job {ref.db_id}: {type(e).__name__}: {e} ({tb})", transient=is_transient(e))
+    where = traceback.format_exception(e, limit=5)[-1].strip()
+    return Message("failed", ref.db_id, ref.attempt, reason="transient" if is_transient(e) else "internal",
+                   message=f"job {ref.db_id}: {type(e).__name__}: {e} ({where})", transient=is_transient(e))
+
+
+def archive_until_space(
+    ref: JobRef, cfg: WorkerConfig, env: dict[str, Any], cancelled: Callable[[], bool],
+    report: Callable[[Message], None], wait: Callable[[float], bool],
+) -> Message:
+    """:func:`archive_one`, but a full disk pauses the worker instead of failing the job: each try
+    leaves nothing half-written, the parent hears ``paused`` (with the wait), and the same job is
+    tried again with backoff (1 s doubling up to ``storage_retry_max_s``) until it fits or
+    ``wait`` reports a cancellation.  So a full disk never burns through the queue, and every job
+    archives once space returns, without a manual retry."""
+    msg = archive_one(ref, cfg, env, cancelled)
+    pauses = 0
+    while msg.kind == "failed" and msg.reason == STORAGE_FULL:
+        delay = min(cfg.storage_retry_max_s, 2.0 ** pauses)
+        pauses += 1
+        report(Message("paused", ref.db_id, ref.attempt, reason=STORAGE_FULL, message=msg.message,
+                       retry_in_s=delay, pid=os.getpid()))
+        if wait(delay):
+            return Message("cancelled", ref.db_id, ref.attempt, reason="cancelled",
+                           message=f"job {ref.db_id}: not archived, shutting down while storage was full")
+        msg = archive_one(ref, cfg, env, cancelled)
+    return msg
 
 
 def open_environment(cfg: WorkerConfig) -> dict[str, Any]:
@@ -221,6 +284,13 @@ def worker_main(cfg: WorkerConfig, queue: Any, results: Any, cancel: Any) -> Non
         # an orphaned worker (parent killed) stops at the next check instead of running on
         return cancel.is_set() or os.getppid() != parent
 
+    def wait_or_cancelled(seconds: float) -> bool:
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            if cancel.wait(min(left, 1.0)) or os.getppid() != parent:
+                return True
+        return cancelled()
+
     while True:
         try:
             ref = queue.get(timeout=1.0)
@@ -238,6 +308,6 @@ def worker_main(cfg: WorkerConfig, queue: Any, results: Any, cancel: Any) -> Non
             continue
         try:
             results.send(Message("started", ref.db_id, ref.attempt, pid=pid))
-            results.send(archive_one(ref, cfg, env, cancelled))
+            results.send(archive_until_space(ref, cfg, env, cancelled, results.send, wait_or_cancelled))
         except (BrokenPipeError, OSError):
             return  # the parent is gone; the job DB still says pending where it matters

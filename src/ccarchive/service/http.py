@@ -5,9 +5,8 @@ bodies by ``Content-Length`` (at most 1 MiB).  Routing, authentication and the J
 live here; what a request *does* is the :class:`App`'s business (``serve.Sidecar``).
 
 ====================================  ======  ==========================================================
-``/api/jobs/stop_job/``               POST    cc-backend's StopJobAPIRequest -> 200 + job JSON, then the
-                                      PUT     job is queued (after the response: back-pressure never
-                                              delays the caller's answer, only this connection)
+``/api/jobs/stop_job/``               POST    cc-backend's StopJobAPIRequest -> 200 + job JSON; the job is
+                                      PUT     handed to the pipeline without waiting for a queue slot
 ``/api/ccarchive/archive/<id>``       POST    queue job DB id for archiving (``?force=true`` re-archives)
 ``/api/ccarchive/failed``             GET     jobs whose archiving failed, with reasons
 ``/api/ccarchive/status``             GET     pipeline state, queue, job DB counts
@@ -24,8 +23,7 @@ import json
 import logging
 import re
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
@@ -42,12 +40,11 @@ _ARCHIVE = re.compile(r"^/api/ccarchive/archive/([0-9]+)/?$")
 
 @dataclass
 class Response:
-    """What a handler answers; ``then`` runs after the response has been sent."""
+    """What a handler answers."""
 
     status: int
     body: Any = None                    # dict/list -> JSON, bytes as they are
     content_type: str = "application/json"
-    then: Callable[[], None] | None = field(default=None, repr=False)
 
 
 def error(status: int, message: str) -> Response:
@@ -68,12 +65,15 @@ class App(Protocol):
 
 
 class ServiceHTTPServer(ThreadingHTTPServer):
-    """Threads are daemons and not joined at close: a handler blocked on back-pressure must not
-    keep a stopping service alive (its job stays pending in the job DB)."""
+    """Threads are daemons and not joined at close: an idle keep-alive connection must not keep a
+    stopping service alive.  The listen backlog is large, because a scheduler adapter may send a
+    burst of stops from many connections at once (the standard library's 5 makes them wait for
+    SYN retries, 1, 3, 7 ... seconds)."""
 
     daemon_threads = True
     block_on_close = False
     allow_reuse_address = True
+    request_queue_size = 1024
 
     def __init__(self, address: tuple[str, int], app: App, auth: Authenticator) -> None:
         self.app, self.auth = app, auth
@@ -127,11 +127,6 @@ class Handler(BaseHTTPRequestHandler):
             resp = error(500, "internal error (see the ccarchive log)")
         self._send(resp)
         self.server.app.count_request(endpoint, resp.status)
-        if resp.then is not None:
-            try:
-                resp.then()
-            except Exception:  # noqa: BLE001 - the answer is out; log and go on
-                log.exception("%s %s: follow-up after the response failed", method, url.path)
 
     def _route(self, method: str, path: str, query: dict[str, list[str]]) -> tuple[str, Response]:
         app = self.server.app
@@ -192,9 +187,11 @@ class Handler(BaseHTTPRequestHandler):
             return error(411, "chunked bodies are not supported; send Content-Length")
         try:
             length = int(self.headers.get("Content-Length") or 0)
+            if length < 0:
+                raise ValueError
         except ValueError:
             self.close_connection = True
-            return error(400, "invalid Content-Length")
+            return error(400, f"invalid Content-Length {self.headers.get('Content-Length')!r}")
         if length > MAX_BODY:
             self.close_connection = True
             return error(413, f"body of {length} bytes is larger than {MAX_BODY}")

@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-import time
 from typing import Any
 
 from ..config import ServiceConfig
@@ -48,31 +47,29 @@ class Sidecar:
         self.closing = threading.Event()
 
     # -- triggering ---------------------------------------------------------------------------
-    def trigger(self, db_id: int, via: str, *, force: bool = False, wait_s: float | None = None) -> str:
-        """Queue a job, waiting only for the queue's back-pressure (bounded by ``wait_s``).
+    def trigger(self, db_id: int, via: str, *, force: bool = False) -> str:
+        """Hand a job to the pipeline without waiting for a queue slot (the job DB already holds it).
 
-        Returns ``queued``, ``duplicate`` (already pending), ``full`` (``wait_s`` passed) or
-        ``not-accepting`` (shutting down; the job stays pending in the job DB for the reconciler).
+        Returns ``queued`` (taken: queued now or as soon as a slot frees), ``duplicate`` (already
+        pending), ``deferred`` (the backlog is full: the reconciler queues it later) or
+        ``not-accepting`` (shutting down: it stays pending in the job DB for the next start).
         """
         from ..pipeline import ArchiverStateError, QueueFullError
 
-        deadline = None if wait_s is None else time.monotonic() + wait_s
-        result = "full"
-        while not self.closing.is_set() and (deadline is None or time.monotonic() < deadline):
-            try:
-                result = "queued" if self.archiver.trigger(db_id, timeout=0.5, force=force) else "duplicate"
-                break
-            except QueueFullError:
-                continue
-            except ArchiverStateError:
-                result = "not-accepting"
-                break
+        if self.closing.is_set():
+            result = "not-accepting"
         else:
-            if self.closing.is_set():
+            try:
+                result = "queued" if self.archiver.trigger(db_id, force=force, block=False) else "duplicate"
+            except QueueFullError:
+                result = "deferred"
+            except ArchiverStateError:
                 result = "not-accepting"
         self.prom.triggers.labels(via, result).inc()
         if result == "not-accepting":
             log.info("job %s not queued (shutting down); it stays pending in the job DB", db_id)
+        elif result == "deferred":
+            log.warning("job %s not queued (backlog full); it stays pending in the job DB for the reconciler", db_id)
         return result
 
     def handle_stop(self, payload: bytes | str, via: str) -> tuple[Response, int | None]:
@@ -104,11 +101,7 @@ class Sidecar:
     def stop_job(self, body: bytes) -> Response:
         resp, db_id = self.handle_stop(body, "rest")
         if db_id is not None:
-
-            def queue() -> None:
-                self.trigger(db_id, "rest")
-
-            resp.then = queue
+            self.trigger(db_id, "rest")  # never waits: the answer goes out at once
         return resp
 
     def nats_stop(self, payload: str) -> None:
@@ -137,11 +130,11 @@ class Sidecar:
         if job.monitoring_status == MONITORING_ARCHIVING_FAILED:
             self.jobdb.mark_pending(db_id)  # a manual retry, as `ccarchive retry`
             self.state.reset(db_id)
-        result = self.trigger(db_id, "admin", force=force, wait_s=10.0)
+        result = self.trigger(db_id, "admin", force=force)
         body = {"id": db_id, "jobId": job.job_id, "cluster": job.cluster, "startTime": job.start_time,
                 "result": result}
-        if result == "full":
-            return error(503, f"{what}: archive queue full for 10 s; it stays pending and the reconciler queues it")
+        if result == "deferred":
+            return error(503, f"{what}: archive backlog full; it stays pending and the reconciler queues it")
         if result == "not-accepting":
             return error(503, f"{what}: ccarchive is shutting down; it stays pending for the next start")
         return Response(202, body)
@@ -168,10 +161,17 @@ class Sidecar:
                               "nats": None if self.config.nats is None else self.config.nats.subject})
 
     def health(self) -> Response:
+        """200 while jobs get archived; 503 while shutting down or paused on full storage (stops are
+        still taken then: they wait in the job DB)."""
         st = self.archiver.status()
-        ok = st["state"] == "running" and not self.closing.is_set()
-        body = {"status": "ok" if ok else "unavailable", "state": st["state"], "queued": st["queued"],
-                "pending": st["pending"]}
+        running = st["state"] == "running" and not self.closing.is_set()
+        full = st["storage_full"]
+        ok = running and full is None
+        body: dict[str, Any] = {"status": "ok" if ok else ("storage-full" if running else "unavailable"),
+                                "state": st["state"], "queued": st["queued"], "backlog": st["backlog"],
+                                "pending": st["pending"]}
+        if full is not None:
+            body["storageFull"] = {"since": int(full["since"]), "error": full["error"]}
         if self.prom.nats is not None:
             body["nats"] = "connected" if self.prom.nats.connected.is_set() else "disconnected"
         return Response(200 if ok else 503, body)
@@ -245,12 +245,23 @@ def check_backends(config: ServiceConfig) -> None:
                           f"{config.archive_url}: {e}") from None
 
 
+def _bind(config: ServiceConfig, app: Sidecar, auth: Any) -> Any:
+    """The HTTP server bound to ``listen``; a taken or impossible address is a one-line ConfigError."""
+    from ..config import ConfigError
+    from .http import ServiceHTTPServer
+
+    try:
+        return ServiceHTTPServer((config.listen_host, config.listen_port), app, auth)
+    except OSError as e:
+        raise ConfigError(f"ccarchive.listen: cannot listen on {config.listen_host}:{config.listen_port}: "
+                          f"{e.strerror or e}") from None
+
+
 def run(config: ServiceConfig, *, ready: threading.Event | None = None, stop: threading.Event | None = None) -> int:
     """Run the sidecar until SIGTERM/SIGINT (or ``stop``); returns the exit code."""
     from ..logs import setup_logging
     from ..pipeline import Archiver, RetryPolicy, ShutdownTimeoutError
     from .auth import Authenticator
-    from .http import ServiceHTTPServer
     from .nats import NatsSubscriber
 
     setup_logging(_LEVELS[config.log_level], config.log_format)
@@ -268,20 +279,24 @@ def run(config: ServiceConfig, *, ready: threading.Event | None = None, stop: th
                          allowed_ips=config.api_allowed_ips)
     if not auth.enabled:
         log.warning("main.disable-authentication is set: stop_job and the admin API accept any caller")
-    archiver.start()
     sidecar = Sidecar(config, archiver, metrics)
+    httpd = _bind(config, sidecar, auth)  # before the worker starts: a busy port fails at once
+    try:
+        archiver.start()
+    except BaseException:
+        httpd.server_close()
+        raise
     nats = None
     if config.nats is not None:
         n = config.nats
         nats = NatsSubscriber(n.address, n.subject, sidecar.nats_stop, username=n.username,
                               password=n.password, creds_file=n.creds_file)
     metrics.attach(archiver, nats)
-    httpd = ServiceHTTPServer((config.listen_host, config.listen_port), sidecar, auth)
     httpd.start()
     if nats is not None:
         nats.start()
-    # The reconciler runs in its own thread (first pass now), so a backlog of pending jobs never
-    # delays the HTTP and NATS triggers: they share the queue and its back-pressure.
+    # The reconciler runs in its own thread (first pass now) and waits for queue slots; the HTTP and
+    # NATS triggers never wait (their jobs queue up in the pipeline's backlog).
     threading.Thread(target=_reconcile_loop, args=(archiver, config.reconcile_interval_s, sidecar.closing),
                      name="ccarchive-reconciler", daemon=True).start()
     host, port = httpd.server_address[:2]

@@ -86,6 +86,17 @@ def _reject_constant(name: str) -> None:
     raise ValueError(f"invalid JSON number {name}")
 
 
+def _has_surrogate(text: str) -> bool:
+    """JSON's ``\ud800`` escapes decode to lone surrogates, which no database or encoder accepts."""
+    return any("\ud800" <= c <= "\udfff" for c in text)
+
+
+def _quoted(text: str, limit: int = 80) -> str:
+    """A client's string for an error message: ASCII-escaped (also lone surrogates), shortened."""
+    shown = json.dumps(text[:limit])
+    return shown + ("..." if len(text) > limit else "")
+
+
 def parse_stop_request(body: bytes | str) -> StopRequest:
     """Decode a stop payload like Go's ``json.Decoder`` with ``DisallowUnknownFields`` (keys match
     case-insensitively, ``null`` leaves a field unset); raises :class:`StopJobError` (400)."""
@@ -101,13 +112,18 @@ def parse_stop_request(body: bytes | str) -> StopRequest:
         raise bad(f"malformed JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
     except ValueError as e:
         raise bad(str(e)) from None
+    except RecursionError:
+        raise bad("JSON nested too deeply (a stop request is one flat object)") from None
     if not isinstance(obj, _Pairs):
         raise bad(f"json: cannot unmarshal {_json_type(obj)} into Go value of type api.StopJobAPIRequest")
     values: dict[str, Any] = {}
     for key, value in obj:
         name = _FIELDS.get(key.lower())
         if name is None:
-            raise bad(f"json: unknown field {json.dumps(key)}")
+            raise bad(f"json: unknown field {_quoted(key)}")
+        if isinstance(value, str) and _has_surrogate(value):
+            raise bad(f"field {name}: string {_quoted(value)} holds an unpaired UTF-16 surrogate escape, "
+                      "which is not text")
         values[name] = value
 
     def integer(name: str) -> int | None:
