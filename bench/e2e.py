@@ -37,6 +37,7 @@ SPEEDUP_BUDGET = 10.0
 RSS_SHARE_BUDGET = 0.25
 GZIP_BUDGET = 1.15
 JOBS_PER_S_BUDGET = 50.0
+REAL_STORE_JOBS_PER_S = 100.0
 STARTUP_BUDGET_S = 2.0
 
 
@@ -312,8 +313,9 @@ def worker_startup_row() -> dict[str, Any]:
 
 
 # -- small jobs through the whole pipeline ---------------------------------------------------------
-def run_small_jobs(n_jobs: int) -> dict[str, Any]:
-    """S4: 1-node fritz jobs, 60 samples, through Archiver + worker + file archive + SQLite job DB."""
+def run_small_jobs(n_jobs: int, source: dict[str, Any] | None = None, jobs: list[Any] | None = None) -> dict[str, Any]:
+    """S4: 1-node fritz jobs, 60 samples, through Archiver + worker + file archive + SQLite job DB
+    (``source``: the worker's metric source spec, synthetic by default; ``jobs``: their jobs)."""
     from ccarchive.archive import open_archive
     from ccarchive.demo import embedded_cluster
     from ccarchive.jobdb import JobDB
@@ -325,12 +327,13 @@ def run_small_jobs(n_jobs: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="ccarchive-bench-s4-") as tmp:
         arch = open_archive(os.path.join(tmp, "archive"), create=True)
         arch.store_cluster(cluster)
-        jobs = [synthetic_job(cluster, "main", 500_000 + i, 1_767_225_600 + 97 * i, 1, 59 * 60, seed=i)
-                for i in range(n_jobs)]
+        if jobs is None:
+            jobs = [synthetic_job(cluster, "main", 500_000 + i, 1_767_225_600 + 97 * i, 1, 59 * 60, seed=i)
+                    for i in range(n_jobs)]
         db = JobDB.create(os.path.join(tmp, "job.db"))
         ids = db.insert_jobs(jobs)
         cfg = WorkerConfig(job_db=os.path.join(tmp, "job.db"), archive_url=os.path.join(tmp, "archive"),
-                           state_db=os.path.join(tmp, "state.db"), source={"kind": "synthetic"})
+                           state_db=os.path.join(tmp, "state.db"), source=source or {"kind": "synthetic"})
         a = Archiver(cfg)
         a.start()
         t0 = time.perf_counter()
@@ -339,9 +342,49 @@ def run_small_jobs(n_jobs: int) -> dict[str, Any]:
         elapsed = time.perf_counter() - t0
         a.shutdown(60)
         done = db.counts_by_status().get(3, 0)
-        return {"shape": "S4", "jobs": n_jobs, "archived": done, "total_s": elapsed,
+        return {"shape": "S4", "jobs": len(jobs), "archived": done, "total_s": elapsed,
                 "jobs_per_s": done / elapsed, "phases": dict(a.stats.phase_seconds),
                 "bytes_out": a.stats.bytes_written}
+
+
+def small_jobs_real_store_row(n_jobs: int, quick: bool) -> dict[str, Any]:
+    """S4 with the real cc-metric-store as the worker's source: the data of ``n_jobs`` 1-node jobs
+    (every fritz metric, node and core scopes from native series) is written with the line
+    protocol first, then the jobs go through the pipeline."""
+    import shutil
+    import sys
+    from pathlib import Path
+
+    tests = str(Path(__file__).resolve().parent.parent / "tests")
+    if tests not in sys.path:
+        sys.path.insert(0, tests)
+    from ccms_real import RealCCMS, binary, fill_job, metrics_of, missing_reason, now_minute
+
+    from ccarchive.demo import embedded_cluster
+    from ccarchive.sources.synthetic import synthetic_job
+
+    case = f"S4 ({n_jobs} jobs{', quick' if quick else ''})"
+    impl = "pipeline, real cc-metric-store"
+    if binary() is None:
+        return {"group": "e2e", "case": case, "impl": impl, "seconds": math.nan, "throughput": math.nan,
+                "unit": "jobs/s", "note": f"skipped: {missing_reason()}"}
+    cluster = embedded_cluster("fritz")
+    root = Path(tempfile.mkdtemp(prefix="ccarchive-bench-s4-ccms-"))
+    try:
+        with RealCCMS(root, metrics_of(cluster)) as server:
+            start = now_minute() - 3 * 3600
+            jobs = [synthetic_job(cluster, "main", 600_000 + i, start + 7 * i, 1, 59 * 60, first_node=i, seed=i)
+                    for i in range(n_jobs)]
+            fill_job(server, cluster, jobs)
+            r = run_small_jobs(n_jobs, {"kind": "cc-metric-store", "url": server.url, "token": server.token}, jobs)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    RESULTS["S4-ccms"] = r
+    phases = ", ".join(f"{k} {v:.2f} s" for k, v in sorted(r["phases"].items()))
+    return {"group": "e2e", "case": case, "impl": impl, "seconds": r["total_s"], "throughput": r["jobs_per_s"],
+            "unit": "jobs/s", "budget": f"small jobs from the real store >= {REAL_STORE_JOBS_PER_S:.0f} jobs/s",
+            "pass": r["jobs_per_s"] >= REAL_STORE_JOBS_PER_S and r["archived"] == n_jobs,
+            "note": f"worker phases: {phases}"}
 
 
 # -- rows -------------------------------------------------------------------------------------------
@@ -412,6 +455,7 @@ def run(quick: bool, shapes: list[str] | None = None) -> list[dict[str, Any]]:
                          "seconds": r["total_s"], "throughput": r["jobs_per_s"], "unit": "jobs/s",
                          "budget": f"small jobs >= {JOBS_PER_S_BUDGET:.0f} jobs/s",
                          "pass": r["jobs_per_s"] >= JOBS_PER_S_BUDGET and r["archived"] == n})
+            rows.append(small_jobs_real_store_row(n, quick))
             continue
         samples = QUICK_SAMPLES[name] if quick else SHAPES[name][3]
         r = run_shape(name, samples, baseline=name != "S2-128")

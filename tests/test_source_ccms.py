@@ -1,7 +1,8 @@
-"""The cc-metric-store source against the protocol test server (tests/ccms_server.py).
+"""The cc-metric-store source against faults (tests/ccms_server.py, a stand-in that fails on demand).
 
-Every test runs a real HTTP server on a free loopback port; the store holds random series with
-gaps, and the archived result is compared with what went in (ccms_server.expected_data).
+Correctness against the real server is tests/test_source_ccms_real.py; here the stand-in answers
+like cc-metric-store v0.1.1 (or, with ``missing = "omit"``, like v1.5) and then breaks: HTTP 500,
+garbage, slowness, wrong counts, and a gate that holds requests to observe the client's concurrency.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ import socket
 import time
 
 import jwt
-import numpy as np
 import pytest
 from ccms_server import CCMSServer, Store, assert_archived, expected_data, make_truth, run_pipeline
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -22,7 +22,6 @@ from ccarchive.errors import FormatError, InputError, TransientError
 from ccarchive.loading import native_requests
 from ccarchive.scopes import plan_job
 from ccarchive.sources.ccms import CCMetricStoreSource
-from ccarchive.sources.http import TimeoutPolicy
 from ccarchive.sources.registry import source_from_spec
 from ccarchive.sources.router import RouterSource, routes_from_cc_backend
 from ccarchive.sources.synthetic import synthetic_job
@@ -48,104 +47,67 @@ def new_store(cluster) -> Store:
     return Store(metrics={m.name: (m.timestep, m.aggregation) for m in cluster.metric_config})
 
 
-def fill(store: Store, cluster, job, truth, *, late: dict | None = None) -> None:
-    """Write ``truth`` into the store; ``late[(metric, host, id)] = k`` starts that series at sample k."""
+def fill(store: Store, cluster, job, truth) -> None:
     scope = {m.name: m.scope for m in cluster.metric_config}
     for metric, series in truth.items():
         for (host, i), v in series.items():
-            k = (late or {}).get((metric, host, i), 0)
-            step = cluster.metric(metric).timestep
-            store.write(cluster.name, host, metric, job.start_time + k * step, v[k:].tolist(),
-                        None if i is None else scope[metric], i)
+            store.write(cluster.name, host, metric, job.start_time, v.tolist(), None if i is None else scope[metric], i)
 
 
 def a_job(cluster, job_id=4242, nodes=2, duration=3600, sub="main", hw=HWTHREADS, first_node=0):
     return synthetic_job(cluster, sub, job_id, START + job_id, nodes, duration, hwthreads=hw, first_node=first_node)
 
 
-def test_job_archived_end_to_end_matches_store(tmp_path, fritz, keys):
-    public, token = keys
+@pytest.mark.parametrize("missing", ["error-entry", "omit"])
+def test_missing_series_as_error_entries_or_left_out(tmp_path, fritz, missing):
+    """v0.1.1 answers a missing id with an error entry in its slot (used as it is); v1.5 leaves it
+    out, so the host is asked again id by id and later ids never shift."""
     job = a_job(fritz)
     h0, h1 = job.hostnames
     truth = make_truth(job, fritz, seed=1)
-    truth["cpu_load"][(h1, None)][:8] = [np.nan] * 5 + [1.11, 2.22, 3.33]  # reports 5 min late
     stored = {m: dict(s) for m, s in truth.items()}
     del stored["ib_xmit"]  # a metric without any data
     del stored["nfs4_read"][(h1, None)]  # a host without data for one metric
-    del stored["cpu_user"][(h0, "3")]  # one hwthread omitted: later ids must not shift
+    del stored["cpu_user"][(h0, "3")]  # one hwthread missing
     store = new_store(fritz)
-    fill(store, fritz, job, stored, late={("cpu_load", h1, None): 5})
-    with CCMSServer(store, public_key=public) as srv:
+    fill(store, fritz, job, stored)
+    with CCMSServer(store) as srv:
+        srv.missing = missing
         srv.read_errors = {(h1, "mem_used")}
-        source = source_from_spec({"kind": "cc-metric-store", "url": srv.url, "token": token})
         arch = open_archive(f"file://{tmp_path}/archive", create=True)
-        result = archive_job(job, source=source, archive=arch, cluster=fritz)
-
-        expected_truth = {m: dict(s) for m, s in stored.items()}
-        del expected_truth["mem_used"][(h1, None)]
-        assert_archived(arch, job, expected_data(job, fritz, expected_truth))
-        late = arch.load_data(job)["cpu_load"]["node"]
-        assert late.hostnames[1] == h1 and np.isnan(late.series(1)[:5]).all()
-        assert late.series(1)[5:8].tolist() == [1.11, 2.22, 3.33]  # front padding aligned
-
-        text = "\n".join(result.warnings)
-        assert f"ib_xmit: no data for {h0}" in text and f"ib_xmit: no data for {h1}" in text
-        assert f"nfs4_read: no data for {h1}" in text and f"nfs4_read: no data for {h0}" not in text
-        assert f"cpu_user: no data for {h0} id 3" in text
-        assert f"mem_used: no data for {h1}: cc-metric-store error: injected read error" in text
-        meta = arch.load_meta(job)
-        assert meta.monitoring_status == 3 and "ib_xmit" not in meta.statistics
-        node_avgs = arch.load_data(job)["cpu_load"]["node"].statistics[:, 1]
-        assert meta.statistics["cpu_load"].avg == pytest.approx(round(node_avgs.sum() / 2, 2))
-
-        # the request shapes of go-integration.md §3.3
-        for r in srv.requests:
-            assert r["path"] == "/api/query" and r["params"] == {"version": ["v2"]}
-            assert r["headers"]["Authorization"] == f"Bearer {token}"
-            body = r["body"]
-            assert (body["cluster"], body["from"], body["to"]) == ("fritz", job.start_time, job.start_time + 3601)
-            for q in body["queries"]:
-                assert q["resolution"] == 0 and q["aggreg"] is False and q["host"] in (h0, h1)
-                if "type" in q:
-                    ids = q["type-ids"]
-                    assert all(isinstance(i, str) for i in ids) and ids == sorted(ids, key=int)
-        hw_queries = [q for r in srv.requests for q in r["body"]["queries"] if q.get("type") == "hwthread"]
-        assert any(q["type-ids"] == [str(i) for i in HWTHREADS] for q in hw_queries)
+        result = archive_job(job, source=CCMetricStoreSource(srv.url), archive=arch, cluster=fritz)
+    expected_truth = {m: dict(s) for m, s in stored.items()}
+    del expected_truth["mem_used"][(h1, None)]
+    assert_archived(arch, job, expected_data(job, fritz, expected_truth))
+    text = "\n".join(result.warnings)
+    assert f"ib_xmit: no data for {h0}: cc-metric-store has no such series" in text
+    assert f"nfs4_read: no data for {h1}: cc-metric-store has no such series" in text
+    assert f"cpu_user: no data for {h0} id 3: cc-metric-store has no such series" in text
+    assert f"mem_used: no data for {h1}: cc-metric-store error: injected read error" in text
+    single = [(q["metric"], q["host"]) for r in srv.requests for q in r["body"]["queries"]
+              if len(q.get("type-ids") or ()) == 1 and q["metric"] == "cpu_user"]
+    if missing == "omit":  # only the ambiguous host is asked again, id by id
+        assert single == [("cpu_user", h0)] * len(HWTHREADS)
+    else:
+        assert single == []
 
 
-def test_large_job_split_into_bounded_parallel_requests(fritz):
-    job = a_job(fritz, job_id=777, nodes=6, duration=2 * 86400)
-    metric = fritz.metric("cpu_user", "main")
-    plans = [p for p in plan_job(job, fritz) if p.metric.name == "cpu_user"]
-    truth = make_truth(job, fritz, seed=2, metrics={"cpu_user"})
+def test_requests_in_flight_across_metrics(fritz):
+    """Fetches are sent ahead of the consumer: requests of several metrics are in flight
+    together, never more than max-concurrency."""
+    job = a_job(fritz, nodes=4, duration=4 * 3600)
+    truth = make_truth(job, fritz, seed=2)
     store = new_store(fritz)
     fill(store, fritz, job, truth)
     with CCMSServer(store) as srv:
-        src = CCMetricStoreSource(srv.url, max_concurrency=3, max_points_per_request=20_000,
-                                  timeout=TimeoutPolicy(base_s=5, per_million_s=100, max_s=60))
-        timeouts: list[float] = []
-        send = src.client.request
-
-        def spy(*args, **kw):
-            timeouts.append(kw["timeout"])
-            return send(*args, **kw)
-
-        src.client.request = spy
-        result = src.fetch(job, fritz, metric, "hwthread", native_requests(plans))
-        assert result.missing == []
-        block = result.block
-        assert block.num_series == 6 * 8 and block.data.shape[1] == 2 * 1440 + 1
-        for n, key in enumerate(zip(block.hostnames, block.ids, strict=True)):
-            np.testing.assert_array_equal(block.data[n], truth["cpu_user"][key])
-
-        bodies = [r["body"] for r in srv.requests]
-        points = [sum(len(q["type-ids"]) for q in b["queries"]) * len(range(b["from"], b["to"], 60)) for b in bodies]
-        assert len(bodies) == 12 and max(points) <= 20_000
-        windows = sorted({(b["from"], b["to"]) for b in bodies})
-        assert windows[0][0] == job.start_time and windows[-1][1] == job.start_time + 2 * 86400 + 1
-        assert all(a[1] <= b[0] for a, b in zip(windows, windows[1:], strict=False))  # no overlap
-        assert 1 <= srv.max_in_flight <= 3
-        assert sorted(set(timeouts)) == sorted({5 + 100 * p / 1e6 for p in points})
+        srv.gate = 3
+        src = source_from_spec({"kind": "router", "routes": {"*": {  # as serve builds it from cc-backend's config
+            "kind": "cc-metric-store", "url": srv.url, "max-concurrency": 3, "max-points-per-request": 20_000}}})
+        t0 = time.monotonic()
+        result = archive_job(job, source=src, archive=None, cluster=fritz)
+        assert time.monotonic() - t0 < 10  # the gate opened: 3 requests were in flight
+    assert srv.max_in_flight == 3 and len(srv.together) == 1 and len(srv.together[0]) >= 2
+    assert not result.warnings
 
 
 def test_unreachable_store_and_5xx_and_timeout_are_transient(fritz):
@@ -182,8 +144,8 @@ def test_malformed_answer_names_job_metric_and_host(fritz, fault):
         with pytest.raises(FormatError) as e:
             archive_job(job, source=CCMetricStoreSource(srv.url), archive=None, cluster=fritz)
     msg = str(e.value)
-    named_metric = any(f"metric {p.metric.name}," in msg for p in plan_job(job, fritz))
-    assert job.label in msg and named_metric and job.hostnames[0] in msg, msg
+    named_metric = any(f" {p.metric.name}," in msg for p in plan_job(job, fritz)) and " metric" in msg
+    assert job.label in msg and named_metric and job.hostnames[0] in msg and "\n" not in msg, msg
     assert not is_transient(e.value)
 
 

@@ -18,11 +18,12 @@ import numpy as np
 from .errors import NoDataError
 from .kernels.aggregate import aggregate
 from .model import Job, JobData, JobMetric
-from .scopes import ScopePlan, plan_job
-from .sources.base import SeriesRequest
+from .scopes import PlannedSeries, ScopePlan, plan_job
+from .sources.base import FetchResult, SeriesRequest
+from .sources.router import RouterSource
 
 if TYPE_CHECKING:
-    from .cluster import Cluster
+    from .cluster import Cluster, MetricConfig
     from .sources.base import MetricSource
 
 log = logging.getLogger(__name__)
@@ -153,6 +154,17 @@ class _Rows:
                          self.data[:n], self.lengths[:n].copy())
 
 
+@dataclass(frozen=True)
+class FetchCall:
+    """One fetch of the loader: native series of ``metric`` at its native ``scope``, or, with
+    ``series``, those planned series themselves, each aggregated from its members by the store."""
+
+    metric: MetricConfig
+    scope: str
+    requests: list[SeriesRequest]
+    series: tuple[PlannedSeries, ...] | None = None
+
+
 class JobLoader:
     """A job's metric data, one metric at a time in the archive's (sorted) order.
 
@@ -161,11 +173,23 @@ class JobLoader:
     native series are fetched in host chunks (:data:`NATIVE_CHUNK_SAMPLES`) and aggregated chunk by
     chunk.  Missing hosts and metrics go to ``report.missing``; when iteration ends without any
     data, :class:`NoDataError` is raised.
+
+    Optional source capabilities (a router is resolved to the job's source first):
+
+    * ``fetch_many(job, cluster, calls) -> Iterator[FetchResult]``: all :class:`FetchCall` of the
+      job in loading order, answered in that order, so a remote store can keep requests in flight
+      (and pack small ones together) while earlier answers are aggregated, encoded and written;
+    * ``store_aggregation = True``: a metric whose only plan aggregates native series (node scope
+      of a large job) is fetched as the planned series, aggregated by the store, instead of all
+      their members.
     """
 
     def __init__(self, job: Job, cluster: Cluster, source: MetricSource, *, core_scope_max_nodes: int = 8,
                  cancelled: Callable[[], bool] | None = None, report: LoadReport | None = None) -> None:
-        self.job, self.cluster, self.source = job, cluster, source
+        self.job, self.cluster = job, cluster
+        self.source = source.source_for(job, cluster) if isinstance(source, RouterSource) else source
+        self._answers: Iterator[FetchResult] | None = None
+        self._planned: dict[str, list[FetchCall]] = {}
         self.core_scope_max_nodes = core_scope_max_nodes
         self.cancelled = cancelled
         self.report = report if report is not None else LoadReport()
@@ -184,6 +208,29 @@ class JobLoader:
         self.report.missing.extend(whole[1])
         return whole[0]
 
+    def _calls(self, name: str) -> list[FetchCall]:
+        """The fetches of one metric: native host chunks, or chunks of its planned series when the
+        store aggregates them."""
+        if name not in self._planned:
+            self._planned[name] = self._plan_calls(name)
+        return self._planned[name]
+
+    def _plan_calls(self, name: str) -> list[FetchCall]:
+        mplans = self.plans[name]
+        metric, native = mplans[0].metric, mplans[0].native_scope  # one native scope: one fetch per chunk
+        samples = self.job.duration // max(1, metric.timestep) + 1
+        if getattr(self.source, "store_aggregation", False) and len(mplans) == 1 and mplans[0].aggregated:
+            series = mplans[0].series
+            per = max(1, NATIVE_CHUNK_SAMPLES // samples)
+            return [FetchCall(metric, native, [SeriesRequest(s.hostname, s.members) for s in series[i:i + per]],
+                              tuple(series[i:i + per])) for i in range(0, len(series), per)]
+        return [FetchCall(metric, native, chunk) for chunk in host_chunks(native_requests(mplans), samples)]
+
+    def _fetch(self, call: FetchCall) -> FetchResult:
+        if self._answers is not None:
+            return next(self._answers)
+        return self.source.fetch(self.job, self.cluster, call.metric, call.scope, call.requests)
+
     def load_metric(self, name: str) -> dict[str, JobMetric]:
         """The planned series of one metric per effective scope (empty when it has no data)."""
         if self.cancelled is not None and self.cancelled():
@@ -191,13 +238,11 @@ class JobLoader:
 
             raise CancelledError(f"{self.job.label}: cancelled while loading {name}")
         mplans = self.plans[name]
-        metric = mplans[0].metric  # all plans of a metric share the native scope: one fetch per chunk
-        samples = self.job.duration // max(1, metric.timestep) + 1
         parts: dict[str, _Rows] = {}
         fetched = False
-        chunks = host_chunks(native_requests(mplans), samples)
-        for chunk in chunks:
-            result = self.source.fetch(self.job, self.cluster, metric, mplans[0].native_scope, chunk)
+        calls = self._calls(name)
+        for call in calls:
+            result = self._fetch(call)
             for host, sid, reason in result.missing:
                 where = host if sid is None else f"{host} id {sid}"
                 self.report.missing.append(f"{name}: no data for {where}: {reason}")
@@ -206,9 +251,9 @@ class JobLoader:
                 continue
             fetched = True
             for plan in mplans:
-                block = _aggregate_plan(plan, result.block)
+                block = result.block if call.series is not None else _aggregate_plan(plan, result.block)
                 if block is not None:
-                    parts.setdefault(plan.scope, _Rows(len(plan.series), len(chunks))).add(block)
+                    parts.setdefault(plan.scope, _Rows(len(plan.series), len(calls))).add(block)
             del result, block  # not alive while the next chunk is fetched
         if not fetched:
             self.report.missing.append(f"{name}: no data")
@@ -222,12 +267,22 @@ class JobLoader:
                 found = found or bool(whole[name])
                 yield name, whole[name]
         else:
-            for name in sorted(self.plans):
-                scopes = self.load_metric(name)
-                if scopes:
-                    found = True
-                    yield name, scopes
-                del scopes  # not alive while the next metric is fetched
+            fetch_many = getattr(self.source, "fetch_many", None)
+            if fetch_many is not None:
+                self._answers = iter(fetch_many(self.job, self.cluster,
+                                                [c for name in sorted(self.plans) for c in self._calls(name)]))
+            try:
+                for name in sorted(self.plans):
+                    scopes = self.load_metric(name)
+                    if scopes:
+                        found = True
+                        yield name, scopes
+                    del scopes  # not alive while the next metric is fetched
+            finally:
+                answers, self._answers = self._answers, None
+                close = getattr(answers, "close", None)
+                if close is not None:
+                    close()  # stops requests not yet sent
         for line in self.report.missing:
             log.warning("%s: %s", self.job.label, line)
         if not found:

@@ -153,7 +153,7 @@ class HttpClient:
                 self._release(conn)
             if resp.status == 200:
                 return data
-            snippet = data[:300].decode("utf-8", "replace").strip()
+            snippet = " ".join(data[:300].decode("utf-8", "replace").split())  # one line, text or JSON
             if resp.status == 429 or resp.status >= 500:
                 raise TransientError(f"{what}: {url} answered HTTP {resp.status}: {snippet}",
                                      reason="source-unavailable")
