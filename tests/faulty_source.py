@@ -1,7 +1,8 @@
 """A synthetic source with injectable faults, read from a JSON file at every fetch so a test can
 change them while the worker runs: {"fail": [jobId...], "transient": {jobId: n_failures},
-"slow": {jobId: seconds_per_metric}, "enospc": {jobId: n_failures}}.  Used through the registry's
-"python" kind.  ``enospc`` raises the OSError a full disk gives, as if writing the archive failed."""
+"slow": {jobId: seconds_per_metric}, "slow_all": seconds_per_metric, "enospc": {jobId: n_failures}}.
+Used through the registry's "python" kind.  ``enospc`` raises the OSError a full disk gives, as if
+writing the archive failed."""
 
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ class FaultySource(SyntheticSource):
         if self.enospc_seen.get(job.job_id, 0) < faults.get("enospc", {}).get(str(job.job_id), 0):
             self.enospc_seen[job.job_id] = self.enospc_seen.get(job.job_id, 0) + 1
             raise OSError(errno.ENOSPC, "No space left on device", f"/archive/{job.cluster}/{job.job_id}")
-        delay = faults.get("slow", {}).get(str(job.job_id), 0)
+        delay = faults.get("slow", {}).get(str(job.job_id), faults.get("slow_all", 0))
         if delay:
             marker = faults.get("started_marker")
             if marker:

@@ -35,7 +35,8 @@ EXAMPLE = {
                               {"scope": "fritz-spr1tb", "url": "http://ccms2:8083", "token": "tok-b"}],
     "nats": {"address": "nats://127.0.0.1:4222", "username": "cc", "password": "secret"},
     "ccarchive": {"listen": "127.0.0.1:8090", "grace-period": "10m", "reconcile-interval": 30,
-                  "reconcile-horizon": "30d", "retry": {"max-attempts": 5, "backoff": "1s", "backoff-max": "2m"},
+                  "reconcile-horizon": "30d", "retry": {"max-attempts": 5, "backoff": "1s", "backoff-max": "2m",
+                                                      "storage-full-backoff-max": "1m"},
                   "core-scope-max-nodes": 4, "log-format": "json", "log-level": "debug",
                   "shutdown-timeout": "2m", "nats-subject": "ccarchive.job.event",
                   "hooks": {"callables": ["json:dumps"], "command": "/usr/local/bin/tag-job",
@@ -68,6 +69,7 @@ def test_full_example_is_read_from_cc_backend_sections(tmp_path: Path, monkeypat
     assert (cfg.listen_host, cfg.listen_port) == ("127.0.0.1", 8090)
     assert (cfg.grace_period_s, cfg.reconcile_interval_s, cfg.reconcile_horizon_s) == (600, 30, 30 * 86400)
     assert (cfg.max_attempts, cfg.retry_backoff_s, cfg.retry_backoff_max_s) == (5, 1, 120)
+    assert cfg.storage_retry_max_s == 60 and cfg.worker_config().storage_retry_max_s == 60
     assert cfg.core_scope_max_nodes == 4 and cfg.shutdown_timeout_s == 120
     assert (cfg.log_format, cfg.log_level) == ("json", "debug")
     assert cfg.nats is not None and cfg.nats.subject == "ccarchive.job.event"  # own subject beats api-subjects
@@ -155,6 +157,10 @@ def test_environment_and_cli_overrides_with_precedence(tmp_path: Path):
      "config.json: nats.address: required to subscribe to 'x.y'"),
     ({"ccarchive": {"sources": {"*": {"kind": "synthetic"}}, "retry": {"max-attempts": 0}}}, {},
      "config.json: ccarchive.retry.max-attempts: expected an integer >= 1"),
+    ({"ccarchive": {"sources": {"*": {"kind": "synthetic"}}, "retry": {"storage-full-backoff-max": "100ms"}}},
+     {}, "config.json: ccarchive.retry.storage-full-backoff-max: expected at least 1s, got '100ms'"),
+    ({"ccarchive": {"sources": {"*": {"kind": "synthetic"}}, "retry": {"backof": "1s"}}}, {},
+     "config.json: ccarchive.retry.backof: unknown key (max-attempts, backoff, backoff-max, storage-full-backoff-max)"),
     ({"ccarchive": {"sources": {"*": {"kind": "synthetic"}}, "hooks": {"callables": "x"}}}, {},
      "config.json: ccarchive.hooks.callables: expected a list"),
 ])

@@ -189,6 +189,15 @@ def test_import_of_a_negative_job_id_stores_no_cluster_config(tmp_path: Path, ca
     assert not (archive / "fritz").exists()
 
 
+def test_import_of_a_bad_name_does_not_create_a_new_archive(tmp_path: Path, capsys):
+    """A refused import into a path that is not an archive yet leaves no empty archive behind."""
+    args = _import_inputs(tmp_path / "in", "../../ESCAPED")
+    rc = main(["import", "--archive", str(tmp_path / "new-archive"), *args])
+    _, err = capsys.readouterr()
+    assert rc == 1 and err.count("\n") == 1 and "cluster name '../../ESCAPED'" in err, err
+    assert not (tmp_path / "new-archive").exists()
+
+
 def test_show_refuses_a_traversing_key(tmp_path: Path, capsys):
     archive = _existing_archive(tmp_path / "archive")
     outside = tmp_path / "1" / "002" / "3"

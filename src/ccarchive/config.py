@@ -87,6 +87,8 @@ class ArchivingConfig:
     max_attempts: int
     retry_backoff_s: float
     retry_backoff_max_s: float
+    #: longest pause between attempts while the archive's storage is full
+    storage_retry_max_s: float
     core_scope_max_nodes: int
     resolution: int
     formats: list[str]
@@ -114,6 +116,7 @@ class ArchivingConfig:
                             core_scope_max_nodes=self.core_scope_max_nodes, log_level=log_level,
                             log_format=log_format, parquet_url=self.parquet_url,
                             gzip_level=self.gzip_level, gzip_threads=self.gzip_threads,
+                            storage_retry_max_s=self.storage_retry_max_s,
                             parquet_storage_options=self._parquet_storage_options(), **extra)
 
     def _parquet_storage_options(self) -> dict[str, Any]:
@@ -382,18 +385,28 @@ def _hooks(v: _Values) -> HookSettings:
     return HookSettings(list(callables), command, timeout, entry_points)
 
 
-def _retry(v: _Values) -> tuple[int, float, float]:
+def _retry(v: _Values) -> tuple[int, float, float, float]:
     r, what = v["retry"], v.what("retry")
     if not isinstance(r, dict):
         raise ConfigError(f"{what}: expected an object, got {r!r}")
-    unknown = sorted(set(r) - {"max-attempts", "backoff", "backoff-max"})
+    keys = ("max-attempts", "backoff", "backoff-max", "storage-full-backoff-max")
+    unknown = sorted(set(r) - set(keys))
     if unknown:
-        raise ConfigError(f"{what}.{unknown[0]}: unknown key (max-attempts, backoff, backoff-max)")
+        raise ConfigError(f"{what}.{unknown[0]}: unknown key ({', '.join(keys)})")
     attempts = r.get("max-attempts", 4)
     if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
         raise ConfigError(f"{what}.max-attempts: expected an integer >= 1, got {attempts!r}")
     return (attempts, parse_duration(r.get("backoff", "2s"), f"{what}.backoff"),
-            parse_duration(r.get("backoff-max", "5m"), f"{what}.backoff-max"))
+            parse_duration(r.get("backoff-max", "5m"), f"{what}.backoff-max"),
+            _at_least_1s(r.get("storage-full-backoff-max", "30s"), f"{what}.storage-full-backoff-max"))
+
+
+def _at_least_1s(value: Any, what: str) -> float:
+    """A pause cap: below 1 s a full disk would be retried in a busy loop."""
+    seconds = parse_duration(value, what)
+    if seconds < 1:
+        raise ConfigError(f"{what}: expected at least 1s, got {value!r}")
+    return seconds
 
 
 def _nats(path: str, top: dict[str, Any], v: _Values) -> NatsSettings | None:
@@ -462,11 +475,12 @@ def _archiving_fields(path: str, top: dict[str, Any], v: _Values, env: Mapping[s
     if gzip_level > 9:
         raise ConfigError(f"{v.what('gzip-level')}: expected 0..9 (zlib-ng levels; 3 is the measured default), "
                           f"got {gzip_level}")
-    attempts, backoff, backoff_max = _retry(v)
+    attempts, backoff, backoff_max, storage_max = _retry(v)
     return dict(
         path=path, job_db=db, archive_kind=kind, archive_url=url, storage_options=storage,
         source=_source(path, top, v), state_db=state, max_attempts=attempts, retry_backoff_s=backoff,
-        retry_backoff_max_s=backoff_max, core_scope_max_nodes=v.int("core-scope-max-nodes"),
+        retry_backoff_max_s=backoff_max, storage_retry_max_s=storage_max,
+        core_scope_max_nodes=v.int("core-scope-max-nodes"),
         resolution=v.int("resolution"), formats=list(formats), parquet_url=_parquet_url(v, "parquet" in formats),
         gzip_level=gzip_level, gzip_threads=None if v["gzip-threads"] is None else v.int("gzip-threads", minimum=1),
     )

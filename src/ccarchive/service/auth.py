@@ -77,6 +77,8 @@ class Authenticator:
     def __init__(self, public_key_b64: str | None, *, allowed_ips: Sequence[str] = ()) -> None:
         self.key = load_public_key(public_key_b64) if public_key_b64 else None
         self.allowed_ips = list(allowed_ips)
+        if self.key is not None:
+            import jwt  # noqa: F401 - imported now, not by the first request (~70 ms)
 
     @property
     def enabled(self) -> bool:

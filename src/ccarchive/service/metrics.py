@@ -97,6 +97,9 @@ class _LiveCollector:
         if nats is not None:
             out.append(gauge("ccarchive_nats_connected", "1 while subscribed to the NATS job-event subject",
                              1.0 if nats.connected.is_set() else 0.0))
+            out.append(counter("ccarchive_nats_connection_failures", "failed NATS connects and lost connections "
+                               "(the log has the first of an outage, then one line per 5 minutes)",
+                               nats.outage.failures))
             msgs = counter("ccarchive_nats_lines", "NATS job-event lines by kind", None, ["kind"])
             for kind, n in sorted(dict(nats.stats).items()):
                 msgs.add_metric([kind], n)
