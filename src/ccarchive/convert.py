@@ -11,9 +11,14 @@ Why it works the way it does:
   interrupted run (or a run against a target that was partly filled before) just continues.
   ``overwrite=True`` copies everything again.
 * **Verified**: each job is read back from the target after writing and compared with what was
-  read from the source — byte for byte for JSON targets, by re-encoding for Parquet (whose
-  meta/data bytes are rebuilt).  A job that does not compare equal is reported and, where the
-  backend can, removed again so the next run retries it.
+  read from the source — byte for byte for JSON targets.  For Parquet, each flushed batch's
+  files are read back once (not job by job, which would rescan the growing dataset) and each
+  job compared with the source by a digest of what its data.json encodes (metric and scope
+  names, units, timesteps, hostnames, ids, samples at the stored float32 precision, statistics,
+  statisticsSeries) and of its re-encoded meta.json.  A job that does not compare equal is
+  reported and, where the backend can, removed again so the next run retries it.
+* **Pipelined**: a background thread reads, inflates and decodes the next jobs while the
+  current ones are converted to Arrow and written (inflating and Parquet I/O release the GIL).
 * Transient failures (S3 endpoint down, database locked) are retried a bounded number of
   times with backoff before the job is reported failed; the run continues with the next job.
 """
@@ -22,17 +27,26 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import posixpath
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
 from .backends import Archive, JobKey
-from .backends.parquet import ParquetArchive
+from .backends.parquet import ParquetArchive, start_month, tables_to_data
+from .backends.parquet_schema import row_to_job
 from .errors import CcArchiveError, TransientError
-from .formats.data import decode_job_data, encode_job_data
+from .formats.data import _raw_string, decode_job_data, iter_job_data
 from .formats.meta import decode_job_meta, encode_job_meta
+from .model import Job, JobData
 
 log = logging.getLogger(__name__)
 DATA_NAMES = ("data.json", "data.json.gz")
@@ -102,6 +116,136 @@ def _label(key: JobKey) -> str:
     return f"job {key[0]}/{key[1]}/{key[2]}"
 
 
+def _canonical(values: Any, dtype: Any) -> bytes:
+    """The array's bytes at ``dtype`` with every NaN (null) the same bit pattern."""
+    a = np.array(values, dtype=dtype)  # a copy: NaNs are set below
+    a[np.isnan(a)] = np.nan
+    return a.tobytes()
+
+
+def data_digest(data: JobData) -> bytes:
+    """A digest of everything data.json encodes of ``data``: two jobs with the same digest encode
+    to the same text (samples are compared as float32, the archive's stored precision)."""
+    h = hashlib.blake2b(digest_size=16)
+    for metric in sorted(data):
+        scopes = data[metric] or {}
+        h.update(b"M" + metric.encode() + b"\0%d" % len(scopes))
+        for scope in sorted(scopes):
+            b = scopes[scope]
+            h.update(b"S" + scope.encode() + b"\0" + repr((b.unit.base, b.unit.prefix, int(b.timestep),
+                                                           list(b.hostnames), list(b.ids))).encode())
+            if b.num_series and b.statistics is not None:
+                lengths = np.asarray(b.lengths, dtype=np.int64)
+                h.update(lengths.tobytes())
+                width = int(lengths.max())
+                h.update(_canonical(np.asarray(b.data)[:, :width], np.float32))
+                has = np.ones(b.num_series, dtype=bool) if b.has_statistics is None else \
+                    np.asarray(b.has_statistics, dtype=bool)
+                h.update(has.tobytes() + _canonical(np.where(has[:, None], b.statistics, 0.0), np.float64))
+            ss = b.statistics_series
+            if ss is None:
+                h.update(b"-")
+                continue
+            arrays = [("min", ss.min), ("median", ss.median), ("max", ss.max), ("mean", ss.mean)]
+            arrays += sorted((str(k), v) for k, v in (ss.percentiles or {}).items())
+            for name, v in arrays:
+                h.update(name.encode() + (b"\0-" if v is None else b"\0%d" % len(v) + _canonical(v, np.float64)))
+    return h.digest()
+
+
+def check_encodable(data: JobData) -> None:
+    """Raise the FormatError encoding data.json would raise (non-finite statistics, hostnames or
+    ids Go cannot write), without encoding the samples."""
+    iter_job_data(data)  # checks the statistics of every block before returning
+    blocks = [b for scopes in data.values() for b in (scopes or {}).values()]
+    for host in set().union(*(b.hostnames for b in blocks)):
+        _raw_string(host, "hostname")
+    for sid in set().union(*(b.ids for b in blocks)) - {None}:
+        _raw_string(str(sid), "series id")
+
+
+@dataclass
+class _Read:
+    """One source job, read and decoded (or the error that stopped it)."""
+
+    key: JobKey
+    size: int = 0
+    meta_raw: bytes = b""
+    data_raw: bytes = b""
+    job: Job | None = None
+    data: JobData | None = None
+    error: BaseException | None = None
+
+
+def _read_job(src: Archive, key: JobKey, decode: bool, retries: int, backoff: float) -> _Read:
+    r = _Read(key)
+    try:
+        r.meta_raw = with_retries(partial(src.load_meta_bytes, key), _label(key), retries, backoff)
+        r.data_raw = with_retries(partial(src.load_data_bytes, key), _label(key), retries, backoff)
+        r.size = len(r.meta_raw) + len(r.data_raw)
+        r.job = decode_job_meta(r.meta_raw)
+        if r.job.key != key:
+            raise CcArchiveError(f"meta.json describes job {r.job.cluster}/{r.job.job_id}/{r.job.start_time}")
+        if decode:
+            r.data = decode_job_data(r.data_raw)
+            r.data_raw = b""  # the decoded arrays do not refer to it: free it now
+    except Exception as e:  # noqa: BLE001 - reported by the caller, per job
+        r.error = e
+    return r
+
+
+#: Jobs read ahead of the one being written (bounds the memory of decoded jobs waiting).
+READ_AHEAD = 2
+
+
+def _read_ahead(src: Archive, keys: list[JobKey], decode: bool, retries: int, backoff: float) -> Iterator[_Read]:
+    """The jobs of ``keys`` in order, each read by a background thread while earlier ones are written."""
+    with ThreadPoolExecutor(1, thread_name_prefix="convert-read") as pool:
+        queue: list[Future[_Read]] = []
+        it = iter(keys)
+        try:
+            for key in it:
+                queue.append(pool.submit(_read_job, src, key, decode, retries, backoff))
+                if len(queue) > READ_AHEAD:
+                    yield queue.pop(0).result()
+            while queue:
+                yield queue.pop(0).result()
+        finally:
+            for f in queue:
+                f.cancel()
+
+
+def _read_back(dst: ParquetArchive, written: list[str], keys: list[JobKey]) -> dict[JobKey, tuple[bytes, bytes]]:
+    """(meta digest, data digest) of each job of ``keys`` as stored in the batch files ``written``."""
+    files: dict[str, list[str]] = {}
+    for path in written:
+        files.setdefault(posixpath.dirname(path), []).append(path)
+
+    def table(name: str, cluster: str, month: str) -> pa.Table:
+        paths = files.get(dst.partition_dir(name, cluster, month), [])
+        parts = []
+        for p in paths:
+            with dst.fs.open(p, "rb") as f:
+                parts.append(pq.read_table(f))
+        return pa.concat_tables(parts, promote_options="default") if parts else pa.table({})
+
+    out: dict[JobKey, tuple[bytes, bytes]] = {}
+    by_part: dict[tuple[str, str], list[JobKey]] = {}
+    for key in keys:
+        by_part.setdefault((key[0], start_month(key[2])), []).append(key)
+    for (cluster, month), part_keys in by_part.items():
+        jobs, metrics, series = (table(t, cluster, month) for t in ("jobs", "metrics", "series"))
+        rows = {(r["job_id"], r["start_time"]): r for r in jobs.to_pylist()}
+        for key in part_keys:
+            row = rows.get((key[1], key[2]))
+            if row is None:
+                continue
+            flt = (pc.field("job_id") == key[1]) & (pc.field("start_time") == key[2])
+            data = tables_to_data(metrics.filter(flt), series.filter(flt))
+            out[key] = (_digest(encode_job_meta(row_to_job(cluster, row))), data_digest(data))
+    return out
+
+
 def convert(
     src: Archive,
     dst: Archive,
@@ -136,47 +280,52 @@ def convert(
     bar = tqdm(total=rep.total, initial=rep.skipped, unit="job", desc="convert", disable=not progress,
                dynamic_ncols=True)
 
-    def check_pending() -> None:
-        for key, meta_d, data_d in pending:
+    def check_pending(written: list[str]) -> None:
+        got: dict[JobKey, tuple[bytes, bytes]] = {}
+        if verify and isinstance(dst, ParquetArchive):
             try:
-                if verify:
-                    got_meta = encode_job_meta(dst.load_meta(key))
-                    got_data = encode_job_data(dst.load_data(key))
-                    if _digest(got_meta) != meta_d or _digest(got_data) != data_d:
-                        raise CcArchiveError("read back from the target differs from the source")
+                got = _read_back(dst, written, [k for k, _, _ in pending])
+            except Exception as e:  # noqa: BLE001 - every job of the batch is unverified
+                rep.errors += [f"{_label(k)}: verification failed: {type(e).__name__}: {e}" for k, _, _ in pending]
+                pending.clear()
+                return
+        for key, meta_d, data_d in pending:
+            if verify and got.get(key) != (meta_d, data_d):
+                what = "not found" if key not in got else "differs from the source"
+                rep.errors.append(f"{_label(key)}: verification failed: read back from the target {what}")
+            else:
                 rep.copied += 1
-            except Exception as e:  # noqa: BLE001 - report per job, continue
-                rep.errors.append(f"{_label(key)}: verification failed: {e}")
         pending.clear()
 
     def flush() -> None:
         if sink is not None and sink.pending:
             try:
-                with_retries(sink.flush, "parquet batch", retries, backoff)
+                written = with_retries(sink.flush, "parquet batch", retries, backoff)
             except Exception as e:  # noqa: BLE001
                 rep.errors += [f"{_label(k)}: not written: {type(e).__name__}: {e}" for k, _, _ in pending]
                 pending.clear()
                 sink.discard()
                 return
-            check_pending()
+            check_pending(written)
 
     try:
-        for key in todo:
+        for r in _read_ahead(src, todo, sink is not None, retries, backoff):
+            key = r.key
+            rep.bytes_read += r.size
             try:
-                meta_raw = with_retries(partial(src.load_meta_bytes, key), _label(key), retries, backoff)
-                data_raw = with_retries(partial(src.load_data_bytes, key), _label(key), retries, backoff)
-                rep.bytes_read += len(meta_raw) + len(data_raw)
-                job = decode_job_meta(meta_raw)
-                if job.key != key:
-                    raise CcArchiveError(f"meta.json describes job {job.cluster}/{job.job_id}/{job.start_time}")
+                if r.error is not None:
+                    raise r.error
+                assert r.job is not None
                 if sink is not None:
-                    data = decode_job_data(data_raw)
-                    pending.append((key, _digest(encode_job_meta(job)), _digest(encode_job_data(data))))
-                    sink.add(job, data, flush_when_full=False)
+                    assert r.data is not None
+                    check_encodable(r.data)
+                    pending.append((key, _digest(encode_job_meta(r.job)), data_digest(r.data) if verify else b""))
+                    sink.add(r.job, r.data, flush_when_full=False)
+                    r.data = None
                     if sink.full:
                         flush()
                 else:
-                    _copy_one(dst, key, meta_raw, data_raw, verify, retries, backoff)
+                    _copy_one(dst, key, r.meta_raw, r.data_raw, verify, retries, backoff)
                     rep.copied += 1
             except Exception as e:  # noqa: BLE001 - one job's failure must not end the run
                 rep.errors.append(f"{_label(key)}: {type(e).__name__}: {e}")
