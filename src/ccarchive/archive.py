@@ -38,6 +38,8 @@ from .model import Job, JobData
 from .names import check_cluster_name, check_job_key, is_cluster_name, is_job_key
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from .backends import Archive
 
 ARCHIVE_VERSION = 3
@@ -304,6 +306,14 @@ class JobArchive:
     def iter_jobs(self, cluster: str | None = None) -> Iterator[Job]:
         for key in self.iter_job_keys(cluster):
             yield self.load_meta(key)
+
+    def jobs_table(self, cluster: str | None = None, user: str | None = None, since: Any = None,
+                   until: Any = None, state: str | None = None) -> pa.Table:
+        """One row per job, statistics as flat columns (:mod:`ccarchive.jobstable`); the meta.json
+        files are read in threads."""
+        from .jobstable import JobFilter, read_jobs_table
+
+        return read_jobs_table(self, JobFilter.make(self, cluster, user, since, until, state))
 
     def temporary_files(self) -> list[str]:
         """Leftover temporary files of interrupted writes (none after a clean run)."""

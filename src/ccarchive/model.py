@@ -189,6 +189,31 @@ class JobMetric:
                          np.empty((self.num_series, 0)), np.zeros(self.num_series, dtype=np.int64),
                          self.statistics, self.has_statistics, None)
 
+    def times(self, start_time: int) -> npt.NDArray[np.datetime64]:
+        """The time of each sample column, ``datetime64[s]`` (UTC): sample ``k`` of every series
+        was taken at ``start_time + k * timestep`` (``start_time``: the job's, ``job.start_time``)."""
+        steps = np.arange(self.data.shape[1], dtype=np.int64) * self.timestep
+        return (int(start_time) + steps).astype("datetime64[s]")
+
+    def to_long(self, start_time: int) -> Any:
+        """The samples as a long ("tidy") Arrow table, one row per sample: ``time``
+        (timestamp[s, UTC]), ``hostname``, ``id`` (null at node scope), ``value`` (null where a
+        sample is missing): what seaborn's ``hue="hostname"`` or plotly express expect, after
+        ``.to_pandas()``.  Padding beyond a series' length is not a sample and is left out."""
+        import pyarrow as pa
+
+        lengths = np.asarray(self.lengths, dtype=np.int64)
+        rows = np.repeat(np.arange(self.num_series), lengths)
+        cols = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        values = self.data[rows, cols] if len(rows) else np.empty(0)
+        secs = int(start_time) + cols * self.timestep
+        return pa.table({
+            "time": pa.array(secs, type=pa.timestamp("s", tz="UTC")),
+            "hostname": pa.array(self.hostnames, pa.string()).take(rows),
+            "id": pa.array(self.ids, pa.string()).take(rows),
+            "value": pa.array(values, type=pa.float64(), mask=np.isnan(values)),
+        })
+
     def to_arrow(self, metric: str = "", scope: str = "") -> Any:
         """This block as an Arrow table (one row per series, samples as list<float32>)."""
         import pyarrow as pa

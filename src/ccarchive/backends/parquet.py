@@ -48,6 +48,7 @@ from ..cluster import Cluster, encode_cluster, load_cluster
 from ..errors import ClusterConfigError, FormatError, InputError
 from ..formats.data import decode_job_data, encode_job_data
 from ..formats.meta import decode_job_meta, encode_job_meta
+from ..jobstable import Layout
 from ..model import FloatArray, Job, JobData, JobMetric, StatsSeries, Unit
 from ..names import check_cluster_name, check_key_int, is_cluster_name, is_job_key
 from . import Entry, JobKey, key_of
@@ -171,6 +172,17 @@ class ParquetArchive:
         self.put(self._cluster_file(cluster.name), encode_cluster(cluster))
         self._clusters[cluster.name] = cluster
 
+    def stored_clusters(self) -> list[Cluster]:
+        """The cluster configs stored in the dataset that load (the flat columns of ``jobs``
+        files follow them); a broken one is left out rather than stopping a flush."""
+        out = []
+        for name in self.clusters():
+            try:
+                out.append(self.load_cluster(name))
+            except (ClusterConfigError, FormatError, InputError):
+                continue
+        return out
+
     # -- writing ----------------------------------------------------------------------------------
     def sink(self, *, max_jobs: int = 256, max_bytes: int = 256 << 20,
              stream_job_bytes: int = STREAM_JOB_BYTES) -> ParquetSink:
@@ -201,12 +213,15 @@ class ParquetArchive:
     # -- reading ----------------------------------------------------------------------------------
     def dataset(self, table: str) -> ds.Dataset:
         """The whole table as a pyarrow dataset (partition columns ``cluster`` and ``start_month``)."""
-        schema = S.SCHEMAS[table]
+        schema = S.with_partitions(S.SCHEMAS[table])
         base = self._p(table)
         if not self.fs.exists(base):
-            return ds.dataset(pa.table({f.name: pa.array([], f.type) for f in S.with_partitions(schema)}))
-        return ds.dataset(base, filesystem=self._pafs, format="parquet", schema=S.with_partitions(schema),
-                          partitioning=ds.partitioning(S.PARTITIONS, flavor="hive"))
+            return ds.dataset(pa.table({f.name: pa.array([], f.type) for f in schema}))
+        hive = ds.partitioning(S.PARTITIONS, flavor="hive")
+        if table == "jobs":  # plus the flat columns of every file (their footers are small)
+            found = ds.dataset(base, filesystem=self._pafs, format="parquet", partitioning=hive)
+            schema = pa.unify_schemas([schema, *(f.physical_schema for f in found.get_fragments())])
+        return ds.dataset(base, filesystem=self._pafs, format="parquet", schema=schema, partitioning=hive)
 
     def _partitions(self, cluster: str | None) -> list[tuple[str, str]]:
         """(cluster, month) of every ``jobs`` partition; directories ccarchive never writes are skipped."""
@@ -255,6 +270,27 @@ class ParquetArchive:
 
     def exists(self, job: Job | JobKey) -> bool:
         return self._job_row(key_of(job)) is not None
+
+    def jobs_table(self, cluster: str | None = None, user: str | None = None, since: Any = None,
+                   until: Any = None, state: str | None = None) -> pa.Table:
+        """One row per job, statistics as flat columns (:mod:`ccarchive.jobstable`), from the
+        ``jobs`` table alone: no JSON, and the start-time window pushed into the scan."""
+        from ..jobstable import JobFilter, scan_jobs_table
+
+        flt = JobFilter.make(self, cluster, user, since, until, state)
+        return scan_jobs_table(self._table_jobs(flt), flt)
+
+    def _table_jobs(self, flt: Any) -> Iterator[Job]:
+        """The latest row of each job in ``flt``'s window, without resources, tags and links."""
+        expr = None
+        for e in ([] if flt.since is None else [pc.field("start_time") >= flt.since]) + \
+                 ([] if flt.until is None else [pc.field("start_time") < flt.until]):
+            expr = e if expr is None else expr & e
+        for c, m in self._partitions(flt.cluster):
+            if not _month_in(m, flt.since, flt.until):
+                continue
+            for r in self._latest(self._read("jobs", c, m, expr, columns=_TABLE_COLUMNS)).to_pylist():
+                yield S.row_to_job(c, {**_NO_LISTS, **r})
 
     def iter_job_keys(self, cluster: str | None = None) -> Iterator[JobKey]:
         """Keys of every stored job, sorted by cluster, jobId, startTime."""
@@ -309,6 +345,18 @@ class ParquetArchive:
         except FileNotFoundError:
             return []
         return sorted(p for p in found if posixpath.basename(p).startswith(TMP_PREFIX))
+
+
+_NO_LISTS = dict.fromkeys(("resources", "tags", "concurrent_jobs", "meta_data"))
+_TABLE_COLUMNS = [f.name for f in S.JOBS if f.name not in _NO_LISTS]
+
+
+def _month_in(month: str, since: int | None, until: int | None) -> bool:
+    """Whether a ``start_month`` partition can hold start times in ``[since, until)``."""
+    def month_of(t: int) -> str:
+        return start_month(min(max(t, 0), MAX_START_TIME))
+
+    return (since is None or month >= month_of(since)) and (until is None or month <= month_of(until - 1))
 
 
 def _segment(name: str, value: str) -> str:
@@ -517,10 +565,13 @@ class ParquetSink:
         archived_at = self._archived_at
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(archived_at / 1e6))
         jobs: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        part_jobs: dict[tuple[str, str], list[Job]] = {}
         for job in self._jobs:
             row = S.job_row(job)
             row["archived_at"], row["batch"] = archived_at, self._batch
             jobs.setdefault((job.cluster, start_month(job.start_time)), []).append(row)
+            part_jobs.setdefault((job.cluster, start_month(job.start_time)), []).append(job)
+        layout = Layout.of(self._jobs, self.dataset.stored_clusters())
         written = list(self._published)
         name = f"part-{stamp}-{self._batch}.parquet"
         for (cluster, month), tables in sorted(self._series.items()):
@@ -532,7 +583,7 @@ class ParquetSink:
                 self._flushed.add(path)
             written.append(path)
         small = {"metrics": {part: pa.concat_tables(tables) for part, tables in self._metrics.items()},
-                 "jobs": {part: pa.Table.from_pylist(rows, schema=S.JOBS) for part, rows in jobs.items()}}
+                 "jobs": {part: S.jobs_file_table(rows, part_jobs[part], layout) for part, rows in jobs.items()}}
         for t in ("metrics", "jobs"):
             for (cluster, month), table in sorted(small[t].items()):
                 path = posixpath.join(self.dataset.partition_dir(t, cluster, month), name)

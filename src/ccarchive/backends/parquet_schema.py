@@ -2,8 +2,9 @@
 
 Kept apart from the reader/writer so the column contract (documented in docs/backends.md) is in
 one place.  Every file of a table has exactly this schema, so engines scanning many files never
-have to reconcile them.  ``cluster`` and ``start_month`` are Hive partition columns: they live in
-the directory names, not in the files.
+have to reconcile them; ``jobs`` files add flat statistics columns after it, laid out from the
+clusters stored in the dataset (:func:`jobs_file_table`).  ``cluster`` and ``start_month`` are
+Hive partition columns: they live in the directory names, not in the files.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..jobstable import DERIVED_COLUMNS, Layout, derived_columns, flat_columns
 from ..model import ConcurrentJobs, Job, JobData, JobLink, JobMetric, JobStatistics, Resource, Tag, Unit
 
 PARTITIONS = pa.schema([("cluster", pa.string()), ("start_month", pa.string())])
@@ -87,6 +89,20 @@ def job_row(job: Job) -> dict[str, Any]:
         "concurrent_jobs_count": cj.count,
         "concurrent_jobs": None if cj.items is None else [{"id": x.id, "job_id": x.job_id} for x in cj.items],
     }
+
+
+def jobs_file_table(rows: list[dict[str, Any]], jobs: list[Job], layout: Layout) -> pa.Table:
+    """The rows of one ``jobs`` file: the :data:`JOBS` columns, then flat columns for pandas,
+    polars and SQL without map access or arithmetic (``end_time``, ``node_hours``, ``core_hours``,
+    ``gpu_hours``, ``<metric>_avg|min|max``, ``footprint_<key>``, ``energy_<metric>``; units in the
+    field metadata), laid out by ``layout`` so files written with the same clusters stored have
+    the same columns."""
+    table = pa.Table.from_pylist(rows, schema=JOBS)
+    fields, arrays = derived_columns(jobs, DERIVED_COLUMNS)
+    more_fields, more_arrays = flat_columns(jobs, layout)
+    for f, a in zip(fields + more_fields, arrays + more_arrays, strict=True):
+        table = table.append_column(f, a)
+    return table
 
 
 def row_to_job(cluster: str, r: dict[str, Any]) -> Job:
@@ -207,7 +223,7 @@ def build_tables(items: list[tuple[Job, JobData]], batch: str, archived_at: int)
             m, t = metric_rows(job, metric, data[metric], batch)
             metrics.append(m)
             series.append(t)
-    return {"jobs": pa.Table.from_pylist(jobs, schema=JOBS),
+    return {"jobs": jobs_file_table(jobs, [j for j, _ in items], Layout.of([j for j, _ in items])),
             "metrics": pa.concat_tables(metrics) if metrics else METRICS.empty_table(),
             "series": pa.concat_tables(series) if series else SERIES.empty_table()}
 
@@ -245,11 +261,11 @@ def _writer_pool() -> pa.MemoryPool:
         return pa.system_memory_pool()
 
 
-def parquet_writer(table_name: str, where: Any) -> pq.ParquetWriter:
+def parquet_writer(table_name: str, where: Any, schema: pa.Schema | None = None) -> pq.ParquetWriter:
     """A Parquet writer for one table's file (``where``: path, Arrow stream or Python file):
     zstd, dictionary-encoded strings (not the samples: floats rarely repeat), statistics, page
-    index, declared sort by job."""
-    schema = SCHEMAS[table_name]
+    index, declared sort by job.  ``schema``: the table's own (``jobs`` files add flat columns)."""
+    schema = schema or SCHEMAS[table_name]
     dictionary: bool | list[str] = True
     if table_name != "jobs":  # series samples and statisticsSeries are floats: no dictionary
         dictionary = [f.name for f in schema if pa.types.is_string(f.type)]
@@ -273,6 +289,6 @@ def write_row_groups(writer: pq.ParquetWriter, table: pa.Table, row_group_bytes:
 def parquet_bytes(table_name: str, table: pa.Table, row_group_bytes: int) -> bytes:
     """One whole Parquet file in memory (the small jobs / metrics files), rows sorted by job."""
     sink = pa.BufferOutputStream()
-    with parquet_writer(table_name, sink) as writer:
+    with parquet_writer(table_name, sink, table.schema) as writer:
         write_row_groups(writer, sorted_for(table_name, table), row_group_bytes)
     return sink.getvalue().to_pybytes()

@@ -288,6 +288,14 @@ class SqliteArchive:
             except FormatError as e:
                 raise FormatError(f"{self.url} {job_path(c, j, s)} meta_json: {e}") from e
 
+    def jobs_table(self, cluster: str | None = None, user: str | None = None, since: Any = None,
+                   until: Any = None, state: str | None = None) -> Any:
+        """One row per job, statistics as flat columns (:mod:`ccarchive.jobstable`), in one pass."""
+        from ..jobstable import JobFilter, scan_jobs_table
+
+        flt = JobFilter.make(self, cluster, user, since, until, state)
+        return scan_jobs_table(self.iter_jobs(flt.cluster), flt)
+
     def list_entries(self, cluster: str) -> Iterator[Entry]:
         """Every row of a cluster as the file names it stands for (``meta.json``, ``data.json[.gz]``)."""
         for c, j, s, has_data, compressed in self._pages("data_json IS NOT NULL, data_compressed", cluster,
