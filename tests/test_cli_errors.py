@@ -103,6 +103,10 @@ class World:
         self.no_s3fs = root / "no-s3fs"
         (self.no_s3fs / "s3fs").mkdir(parents=True)
         (self.no_s3fs / "s3fs" / "__init__.py").write_text('raise ImportError("No module named \'s3fs\'")\n')
+        self.no_matplotlib = root / "no-matplotlib"
+        (self.no_matplotlib / "matplotlib").mkdir(parents=True)
+        (self.no_matplotlib / "matplotlib" / "__init__.py").write_text(
+            'raise ImportError("No module named \'matplotlib\'")\n')
         self.jwt_key = _public_key()
 
     def _copy_archive(self, name: str) -> Path:
@@ -147,6 +151,10 @@ class Case:
 
 def _no_s3fs(w: World) -> dict[str, str]:
     return {"PYTHONPATH": os.pathsep.join(filter(None, [str(w.no_s3fs), os.environ.get("PYTHONPATH")]))}
+
+
+def _no_matplotlib(w: World) -> dict[str, str]:
+    return {"PYTHONPATH": os.pathsep.join(filter(None, [str(w.no_matplotlib), os.environ.get("PYTHONPATH")]))}
 
 
 def _jwt(w: World) -> dict[str, str]:
@@ -282,6 +290,24 @@ CASES = [
     Case("ls-malformed-meta-of-one-job", lambda w: ["ls", S(w.bad_meta)], 1, f"{EMMY_REL}/meta.json: "),
     Case("ls-sqlite-url-missing", lambda w: ["ls", f"sqlite://{w.missing}.db"], 1, "no such SQLite archive"),
     Case("ls-job-db-as-archive", lambda w: ["ls", S(w.job_db)], 1, "not a cc-backend SQLite archive"),
+    # -- jobs
+    Case("jobs-missing-archive", lambda w: ["jobs", S(w.missing)], 1, "not a job archive"),
+    Case("jobs-unknown-protocol", lambda w: ["jobs", "nosuchfs://bucket/archive"], 1, "Protocol not known: nosuchfs"),
+    Case("jobs-bad-since", lambda w: ["jobs", S(w.good), "--since", "yesterday"], 2,
+         "'yesterday' is neither Unix seconds nor"),
+    Case("jobs-bad-until", lambda w: ["jobs", S(w.good), "--until", "2026-13-45"], 2,
+         "'2026-13-45' is neither Unix seconds nor"),
+    Case("jobs-unknown-cluster", lambda w: ["jobs", S(w.good), "--cluster", "nope"], 1,
+         "unknown cluster 'nope' (clusters: alex, emmy, fritz)"),
+    Case("jobs-unknown-state", lambda w: ["jobs", S(w.good), "--state", "done"], 1, "unknown job state 'done'"),
+    Case("jobs-bad-format", lambda w: ["jobs", S(w.good), "--format", "xlsx"], 2, "invalid choice: 'xlsx'"),
+    Case("jobs-parquet-to-stdout", lambda w: ["jobs", S(w.good), "--format", "parquet"], 2, "give -o FILE"),
+    Case("jobs-unwritable-output", lambda w: ["jobs", S(w.good), "-o", S(w.missing / "jobs.csv")], 1,
+         "jobs.csv: cannot write: No such file or directory"),
+    Case("jobs-output-is-directory", lambda w: ["jobs", S(w.good), "-o", S(w.empty)], 1, "cannot write"),
+    Case("jobs-unknown-column", lambda w: ["jobs", S(w.good), "--columns", "job_id,nope"], 2,
+         "--columns: no column 'nope'"),
+    Case("jobs-malformed-meta", lambda w: ["jobs", S(w.bad_meta)], 1, f"{EMMY_REL}/meta.json"),
     # -- show
     Case("show-bad-job-key", lambda w: ["show", S(w.good), "emmy/x/1"], 1, "expected CLUSTER/JOBID/STARTTIME"),
     Case("show-unknown-job", lambda w: ["show", S(w.good), "emmy/1/2"], 1, "no archived job emmy/0/001/2"),
@@ -292,6 +318,25 @@ CASES = [
     Case("show-data-not-json", lambda w: ["show", S(w.not_json), EMMY_KEY], 1, f"{EMMY_REL}"),
     Case("show-data-wrong-shape", lambda w: ["show", S(w.wrong_shape), EMMY_KEY], 1, f"{EMMY_REL}"),
     Case("show-malformed-meta", lambda w: ["show", S(w.bad_meta), EMMY_KEY], 1, "meta.json"),
+    Case("show-json-without-summary", lambda w: ["show", S(w.good), EMMY_KEY, "--json"], 2, "--json needs --summary"),
+    # -- plot
+    Case("plot-unknown-job", lambda w: ["plot", S(w.good), "emmy/1/2", "-o", S(w.root / "p.png")], 1,
+         "no archived job emmy/0/001/2"),
+    Case("plot-unknown-metric", lambda w: ["plot", S(w.good), EMMY_KEY, "--metric", "nope", "-o", S(w.root / "p.png")],
+         1, "unknown metric 'nope' (the job has: "),
+    Case("plot-unknown-scope", lambda w: ["plot", S(w.good), EMMY_KEY, "--scope", "accelerator",
+                                          "-o", S(w.root / "p.png")], 1, "no metric has scope 'accelerator'"),
+    Case("plot-bad-extension", lambda w: ["plot", S(w.good), EMMY_KEY, "-o", S(w.root / "p.jpg")], 1,
+         "unsupported plot format '.jpg': use .png, .svg, .pdf"),
+    Case("plot-no-output", lambda w: ["plot", S(w.good), EMMY_KEY], 2, "the following arguments are required: -o"),
+    Case("plot-unwritable-output", lambda w: ["plot", S(w.good), EMMY_KEY, "--metric", "mem_used",
+                                              "-o", S(w.missing / "p.png")], 1, "p.png: cannot write the plot"),
+    Case("plot-roofline-with-metric", lambda w: ["plot", S(w.good), EMMY_KEY, "--roofline", "--metric", "mem_used",
+                                                 "-o", S(w.root / "p.png")], 1,
+         "--roofline plots flops_any and mem_bw"),
+    Case("plot-without-matplotlib", lambda w: ["plot", S(w.good), EMMY_KEY, "-o", S(w.root / "p.png")], 1,
+         "ccarchive plot needs the package matplotlib, which is not installed: pip install 'ccarchive[plot]'",
+         env=_no_matplotlib),
     # -- convert
     Case("convert-missing-source", lambda w: ["convert", S(w.missing), S(w.root / "conv1")], 1, "not a job archive"),
     Case("convert-target-not-an-archive", lambda w: ["convert", S(w.good), S(w.not_archive_root / "archive")], 1,

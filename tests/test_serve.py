@@ -586,11 +586,14 @@ def test_full_disk_pauses_archiving_and_every_job_archives_when_space_returns(sm
     conn.close()
 
     def paused() -> dict | None:
+        with sqlite3.connect(svc.db_path) as c:
+            failed = c.execute("SELECT count(*) FROM job WHERE monitoring_status = 2").fetchone()[0]
+        assert not failed, f"{failed} jobs failed instead of pausing:\n{svc.log_text()[-3000:]}"
         status, body = svc.request("GET", "/healthz")
         doc = json.loads(body)
         return doc if status == 503 and doc["status"] == "storage-full" else None
 
-    health = wait_for(paused, 120, "/healthz 503 storage-full")
+    health = wait_for(paused, 300, "/healthz 503 storage-full")
     assert "No space left on device" in health["storageFull"]["error"], health
     m = svc.metrics()
     assert m["ccarchive_storage_full"] == 1 and m["ccarchive_storage_full_pauses_total"] >= 1

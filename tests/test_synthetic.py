@@ -157,3 +157,105 @@ def test_large_job_node_scope(fritz):
     res = SyntheticSource().fetch(job, fritz, fritz.metric("mem_used"), "node",
                                   [SeriesRequest(h, None) for h in job.hostnames])
     assert res.block.data.shape == (64, 7 * 1440 + 1)
+
+
+# ---- physical consistency (the demo data must not contradict itself)
+
+def _per_node(res):
+    """{hostname: (series, samples) block} of a fetch result."""
+    b = res.block
+    hosts = np.array(b.hostnames)
+    return {h: b.data[hosts == h] for h in dict.fromkeys(b.hostnames)}
+
+
+@pytest.fixture(scope="module")
+def fritz_fetched(fritz):
+    job = synthetic_job(fritz, "main", 21, 1_700_000_000, 3, 6 * 3600, seed=2)
+    return job, fetch_all(SyntheticSource(seed=5, nan_gap_probability=0.01), job, fritz)
+
+
+def test_flops_any_is_sp_plus_twice_dp(fritz_fetched):
+    _, f = fritz_fetched
+    any_, sp, dp = (f[m][1].block for m in ("flops_any", "flops_sp", "flops_dp"))
+    assert any_.hostnames == sp.hostnames == dp.hostnames and any_.ids == sp.ids == dp.ids
+    assert np.isnan(any_.data).any()  # gaps exist, and hit all three metrics at the same samples
+    assert np.array_equal(np.isnan(any_.data), np.isnan(sp.data) | np.isnan(dp.data))
+    assert np.allclose(any_.data, sp.data + 2 * dp.data, atol=1e-9, rtol=0, equal_nan=True)
+    assert np.nanmax(any_.data) > 0 and np.nanmax(dp.data) > 0
+
+
+def test_flops_split_differs_between_jobs(fritz):
+    """Some jobs compute in double, some in single precision: the share of dp work varies."""
+    src = SyntheticSource(nan_gap_probability=0)
+    shares = []
+    for jid in range(12):
+        job = synthetic_job(fritz, "main", 300 + jid, 1_700_000_000, 1, 3600)
+        reqs = [SeriesRequest(job.hostnames[0], ("0", "1"))]
+        sp = src.fetch(job, fritz, fritz.metric("flops_sp", "main"), "hwthread", reqs).block.data
+        dp = src.fetch(job, fritz, fritz.metric("flops_dp", "main"), "hwthread", reqs).block.data
+        shares.append(2 * dp.sum() / (sp.sum() + 2 * dp.sum()))
+    assert min(shares) < 0.2 and max(shares) > 0.8
+
+
+def test_nfs_total_is_read_plus_write(fritz_fetched):
+    _, f = fritz_fetched
+    tot, rd, wr = (f[m][1].block.data for m in ("nfs4_total", "nfs4_read", "nfs4_write"))
+    assert np.allclose(tot, rd + wr, atol=1e-9, rtol=0, equal_nan=True)
+    assert np.nanmax(tot) <= f["nfs4_total"][0].metric.peak and np.nanmax(tot) > 0
+
+
+def test_node_totals_below_subcluster_peaks(fritz, fritz_fetched):
+    _, f = fritz_fetched
+    sc = fritz.sub_cluster("main")
+    for metric, limit in (("flops_any", min(sc.flop_rate_simd.value, fritz.metric("flops_any").peak)),
+                          ("flops_dp", fritz.metric("flops_dp").peak), ("flops_sp", fritz.metric("flops_sp").peak),
+                          ("mem_bw", min(sc.memory_bandwidth.value, fritz.metric("mem_bw").peak))):
+        for host, block in _per_node(f[metric][1]).items():
+            node_total = np.nansum(block, axis=0)
+            assert node_total.max() <= limit, (metric, host)
+            if metric in ("flops_any", "mem_bw"):
+                assert node_total.max() > 0.01 * limit, (metric, host)  # and not trivially so
+
+
+def test_load_matches_busy_hwthreads(fritz):
+    """cpu_load ~ the sum of the busy shares of the job's hwthreads on the host (cpu_user / 100)."""
+    src = SyntheticSource(nan_gap_probability=0.01)
+    for hw in (8, None):
+        job = synthetic_job(fritz, "main", 22, 1_700_000_000, 2, 4 * 3600, hwthreads=hw)
+        load = src.fetch(job, fritz, fritz.metric("cpu_load"), "node",
+                         [SeriesRequest(h, None) for h in job.hostnames]).block
+        ids = tuple(str(i) for i in job.resources[0].hwthreads)
+        user = src.fetch(job, fritz, fritz.metric("cpu_user"), "hwthread",
+                         [SeriesRequest(h, ids) for h in job.hostnames])
+        n = len(ids)
+        for i, (host, block) in enumerate(_per_node(user).items()):
+            assert block.shape[0] == n and load.hostnames[i] == host
+            busy = block.sum(axis=0) / 100.0  # NaN where the host had a gap: load has it too
+            assert np.array_equal(np.isnan(busy), np.isnan(load.data[i]))
+            assert np.nanmax(np.abs(load.data[i] - busy)) <= 0.05 * n + 0.1
+            assert np.nanmax(load.data[i]) <= n and np.nanmedian(load.data[i]) > 0.85 * n
+            assert np.nanmax(block) <= 100.0
+
+
+def test_gpu_metrics_follow_utilization(alex):
+    job = synthetic_job(alex, "a100", 23, 1_700_000_000, 2, 3 * 3600, num_acc=6)
+    f = fetch_all(SyntheticSource(seed=2, nan_gap_probability=0), job, alex)
+    util, power, mem_util, mem, temp = (f[m][1].block for m in ("acc_utilization", "acc_power", "nv_mem_util",
+                                                               "acc_mem_used", "nv_temp"))
+    assert util.num_series == 6 and util.ids == power.ids == mem.ids  # only the allocated devices
+    assert np.corrcoef(util.data.ravel(), power.data.ravel())[0, 1] > 0.9
+    assert np.corrcoef(util.data.ravel(), temp.data.ravel())[0, 1] > 0.9
+    assert (mem_util.data <= util.data + 1.0).all()  # memory controller busy <= SMs busy (+ noise)
+    peak = alex.metric("acc_power", "a100").peak
+    assert power.data.max() <= peak and power.data.min() > 0.1 * peak  # an idle floor, never above the peak
+    assert mem.data.max() <= alex.metric("acc_mem_used", "a100").peak and mem.data[:, -1].min() > 0
+
+
+def test_flops_without_split_stay_below_peak(fritz):
+    """spr1tb has no flops_sp/flops_dp: flops_any is generated directly, still below the peaks."""
+    job = synthetic_job(fritz, "spr1tb", 24, 1_700_000_000, 2, 3600)
+    f = fetch_all(SyntheticSource(), job, fritz)
+    assert "flops_sp" not in f
+    limit = min(fritz.metric("flops_any", "spr1tb").peak, fritz.sub_cluster("spr1tb").flop_rate_simd.value)
+    for block in _per_node(f["flops_any"][1]).values():
+        assert 0 < np.nansum(block, axis=0).max() <= limit

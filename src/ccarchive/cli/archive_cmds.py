@@ -33,6 +33,10 @@ def add_arguments(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("job", metavar="CLUSTER/JOBID/STARTTIME", help="the job's archive key")
         p.add_argument("--meta-json", action="store_true", help="print meta.json exactly as stored")
         p.add_argument("--series", action="store_true", help="list every series with its statistics")
+        p.add_argument("--summary", action="store_true",
+                       help="CPU, memory, GPU, bandwidth and flops against the allocation and the peaks, "
+                            "per node, with notes on obvious problems (idle GPUs, idle nodes, unused memory)")
+        p.add_argument("--json", action="store_true", help="with --summary: the summary as one JSON object")
     elif name == "verify":
         p.add_argument("archive", help="archive URL or path")
         p.add_argument("--cluster", help="only this cluster")
@@ -170,12 +174,14 @@ def _import(args: argparse.Namespace) -> int:
     from ..errors import ClusterConfigError, FormatError, InputError
     from ..formats.data import decode_job_data
     from ..formats.meta import decode_job_meta
+    from ..names import check_job_key
 
     meta_doc = parse_json_file(args.meta, read_input_file(args.meta))
     try:
         job = decode_job_meta(meta_doc)
     except FormatError as e:
         raise InputError(f"{args.meta}: {e}") from None
+    check_job_key(job.key)  # refused before anything is read further or the archive is created
     # data.json: read (inflated) into one array and parsed in place -- no Python object per
     # sample -- then the text is dropped: peak memory is the text plus the float64 samples
     data_text = read_input_file(args.data, as_array=True)
@@ -246,26 +252,37 @@ def _ls(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
-def _show(args: argparse.Namespace) -> int:
-    import numpy as np
-
+def load_job_arg(url: str, job_arg: str) -> tuple[Any, Any, Any]:
+    """(archive, job, data) of a CLUSTER/JOBID/STARTTIME argument; a damaged job is one error
+    naming its directory."""
     from ..archive import job_path
     from ..errors import CcArchiveError, FormatError, describe_error
     from ..verify import DAMAGED_FILE_ERRORS
 
-    key = parse_job_key(args.job)
-    archive = open_archive_arg(args.archive)
-    if args.meta_json:
-        sys.stdout.buffer.write(archive.load_meta_bytes(key))
-        return 0
+    key = parse_job_key(job_arg)
+    archive = open_archive_arg(url)
     try:
-        job = archive.load_meta(key)
-        data = archive.load_data(key)
+        return archive, archive.load_meta(key), archive.load_data(key)
     except CcArchiveError:
         raise
     except DAMAGED_FILE_ERRORS as e:
         raise FormatError(f"{job_path(*key)}: damaged ({describe_error(e)}); "
-                          f"'ccarchive verify {args.archive}' checks the whole archive") from None
+                          f"'ccarchive verify {url}' checks the whole archive") from None
+
+
+def _show(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ..archive import job_path
+
+    if args.meta_json:
+        archive = open_archive_arg(args.archive)
+        sys.stdout.buffer.write(archive.load_meta_bytes(parse_job_key(args.job)))
+        return 0
+    archive, job, data = load_job_arg(args.archive, args.job)
+    key = job.key
+    if args.summary or args.json:
+        return _print_summary(args, archive, job, data)
     print(f"{job.label}  ({job_path(*key)})")
     print(f"  user {job.user}  project {job.project}  subCluster {job.sub_cluster}  partition {job.partition}")
     print(f"  state {job.job_state}  duration {job.duration} s  nodes {job.num_nodes}  "
@@ -288,6 +305,35 @@ def _show(args: argparse.Namespace) -> int:
                     mn, av, mx = b.statistics[i]
                     sid = "" if b.ids[i] is None else f" id {b.ids[i]}"
                     print(f"        {b.hostnames[i]}{sid}: min {mn:.2f} avg {av:.2f} max {mx:.2f}")
+    return 0
+
+
+def _print_summary(args: argparse.Namespace, archive: Any, job: Any, data: Any) -> int:
+    from ..summary import summarize
+    from .main import UsageError
+
+    if not args.summary:
+        raise UsageError("--json needs --summary")
+    cluster = archive.load_cluster(job.cluster) if archive.has_cluster(job.cluster) else None
+    s = summarize(job, data, cluster)
+    if args.json:
+        print(json.dumps(s.to_dict()))
+        return 0
+    hours = job.duration / 3600
+    print(f"{job.label}: user {job.user}, {s.num_nodes} nodes, {hours:.2f} h, subCluster {job.sub_cluster}")
+    for m in s.measures:
+        per = " per GPU" if m.per_device else " per node" if m.per_node else ""
+        of = "" if m.capacity is None else f" of {m.capacity:,.4g} {m.unit}{per}"
+        pct = "" if m.percent is None or m.unit == "%" else f"  ({m.percent:.0f} %)"
+        print(f"  {m.label:24s} {m.value:>10,.2f} {m.unit}{of if m.unit != '%' else ''}{pct}")
+    if len(s.measures) and (len(job.hostnames) > 1 or any(m.per_device for m in s.measures)):
+        cols = [m for m in s.measures if m.per_node]
+        print("  per node:" + "".join(f" {m.name + ' ' + m.unit:>18s}" for m in cols))
+        for h in job.hostnames:
+            print(f"    {h:10s}" + "".join(f" {m.per_node.get(h, float('nan')):>18,.2f}" for m in cols))
+    print("  notes:" if s.notes else "  notes: none")
+    for note in s.notes:
+        print(f"    - {note}")
     return 0
 
 

@@ -30,9 +30,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "status": ("pipeline_cmds", "job DB archiving status: pending, failures with reasons, lag"),
     "import": ("archive_cmds", "import meta.json + data.json files into an archive, recomputing statistics"),
     "ls": ("archive_cmds", "list the jobs of an archive"),
+    "jobs": ("jobs_cmd", "the jobs of an archive as a table (statistics as columns): text, CSV, JSON or Parquet"),
     "show": ("archive_cmds", "show one archived job: metadata, statistics and series"),
     "convert": ("convert_cmd", "copy an archive into another backend (file, S3, SQLite, Parquet), resumable"),
     "verify": ("archive_cmds", "check an archive against the v3 format and the cc-lib JSON schemas"),
+    "plot": ("plot_cmd", "plot one archived job's metrics over time, or its roofline (PNG, SVG, PDF)"),
 }
 
 EXIT_OK = 0
@@ -59,6 +61,7 @@ class OneLineParser(argparse.ArgumentParser):
 OPTIONAL_PACKAGES: dict[str, tuple[str, str]] = {
     **dict.fromkeys(("s3fs", "aiobotocore", "botocore"), ("s3:// archives need", "s3")),
     **dict.fromkeys(("prometheus_client", "nats", "jwt", "cryptography"), ("ccarchive serve needs", "service")),
+    "matplotlib": ("ccarchive plot needs", "plot"),
 }
 _MODULE_NAMED = re.compile(r"No module named '([\w.]+)'|Install (\w+)")
 
