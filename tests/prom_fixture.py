@@ -32,6 +32,19 @@ import numpy as np
 
 PROMETHEUS = shutil.which("prometheus")
 PROMTOOL = shutil.which("promtool")
+MISSING_REASON = "needs prometheus and promtool (Debian package prometheus: scripts/system-deps as root)"
+
+
+def require_prometheus() -> None:
+    """Skip the calling test without prometheus/promtool, but fail under CI=true: CI installs them
+    and must run the Prometheus tests."""
+    import pytest
+
+    if PROMETHEUS is not None and PROMTOOL is not None:
+        return
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(MISSING_REASON + "; CI must run the Prometheus tests")
+    pytest.skip(MISSING_REASON)
 BLOCK_S = 7200
 
 

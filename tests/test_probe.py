@@ -21,7 +21,7 @@ from ccms_real import RealCCMS, require_binary
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from nats_fixture import NatsServer, free_port
-from prom_fixture import PromServer
+from prom_fixture import PromServer, require_prometheus
 
 from ccarchive.archive import open_archive
 from ccarchive.config import load_config
@@ -37,6 +37,7 @@ ENV = {"JWT_PUBLIC_KEY": PUBLIC_KEY}
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory):
     """A real NATS, Prometheus (empty store) and cc-metric-store for the module."""
+    require_prometheus()
     root = tmp_path_factory.mktemp("probe-servers")
     (root / "prom").mkdir()
     ccms = RealCCMS(root / "ccms", {"cpu_load": (60, None)}, path=require_binary())

@@ -20,13 +20,12 @@ import numpy as np
 import pytest
 from ccms_server import assert_archived, expected_data, make_truth, run_pipeline
 from prom_fixture import (
-    PROMETHEUS,
-    PROMTOOL,
     PromSeries,
     PromServer,
     backfill,
     free_port,
     node_series,
+    require_prometheus,
     small_node_cluster,
 )
 
@@ -41,8 +40,11 @@ from ccarchive.sources.registry import source_from_spec
 from ccarchive.sources.synthetic import synthetic_job
 from ccarchive.worker import is_transient
 
-pytestmark = pytest.mark.skipif(PROMETHEUS is None or PROMTOOL is None,
-                                reason="needs the Debian prometheus package (scripts/system-deps)")
+
+@pytest.fixture(autouse=True, scope="module")
+def _prometheus_installed() -> None:
+    require_prometheus()  # skips without prometheus, fails under CI=true
+
 
 NOW = int(time.time())
 START = NOW // 3600 * 3600 - 20 * 86400  # in the past: back-filled blocks, nothing in the head
