@@ -1,4 +1,4 @@
-"""``python -m bench``: run the benchmark modules, print one table and the spec §8 budgets.
+"""``python -m bench``: run the benchmark modules, print one table and the budgets.
 
 Why one command: the budgets compare implementations against each other and against the machine
 (memory bandwidth), so every figure must come from the same run on the same machine.
@@ -14,6 +14,7 @@ import math
 import os
 import platform
 import sys
+import textwrap
 import time
 from typing import Any
 
@@ -21,7 +22,7 @@ import numba
 
 MODULES = ("memory", "kernels", "encode", "decode", "sources", "e2e", "service", "reads")
 
-#: spec §8, statistics kernels
+#: budgets of the statistics kernels
 BANDWIDTH_SHARE = 0.60
 NUMPY_SPEEDUP = 10.0
 
@@ -45,41 +46,76 @@ def _fmt_seconds(s: float) -> str:
     return f"{s * 1e6:.1f} us"
 
 
-def _table(rows: list[dict[str, Any]]) -> str:
-    header = ("group", "case", "impl", "time (best)", "throughput", "vs baseline", "of mem. bw", "note")
+#: The table fits a terminal of this many columns; a note that does not fit is listed below it.
+WIDTH = 120
+#: Longest implementation label shown (the full text is in ``--json``).
+LABEL_MAX = 40
+
+
+def _fit(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _figure(r: dict[str, Any]) -> str:
+    if "figure" in r:  # the row's own wording (also the figure of its budget)
+        return str(r["figure"])
+    value = r["throughput"]
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        return "-"
+    digits = 0 if abs(value) >= 1000 else 1 if abs(value) >= 100 else 2
+    return f"{value:,.{digits}f} {r['unit']}"
+
+
+def _table(rows: list[dict[str, Any]]) -> tuple[str, list[str]]:
+    """The result table (at most WIDTH columns: a heading line per group and case, then a line per
+    implementation) and the notes too long for its last column."""
+    header = ("impl", "time", "figure", "vs base", "% bw", "note")
     lines = []
     for r in rows:
-        lines.append(
-            (
-                r["group"],
-                r["case"],
-                r["impl"],
-                _fmt_seconds(r["seconds"]),
-                f"{r['throughput']:.2f} {r['unit']}",
-                f"{r['vs_baseline']:.2f}x" if "vs_baseline" in r and math.isfinite(r["vs_baseline"]) else "",
-                f"{100 * r['vs_bandwidth']:.0f} %" if "vs_bandwidth" in r else "",
-                r.get("note", ""),
-            )
-        )
+        seconds = r["seconds"]
+        lines.append([
+            "  " + _fit(r["impl"], LABEL_MAX),
+            _fmt_seconds(seconds) if isinstance(seconds, (int, float)) and math.isfinite(seconds) else "-",
+            _figure(r),
+            f"{r['vs_baseline']:.2f}x" if "vs_baseline" in r and math.isfinite(r["vs_baseline"]) else "",
+            f"{100 * r['vs_bandwidth']:.0f} %" if "vs_bandwidth" in r else "",
+            r.get("note", ""),
+        ])
     widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h) for i, h in enumerate(header)]
-    right = {3, 4, 5, 6}
+    room = max(12, WIDTH - sum(widths[:-1]) - 2 * (len(header) - 1))
+    notes: list[str] = []
+    for r, line in zip(rows, lines, strict=True):
+        if len(line[-1]) > room:
+            notes.append(f"[{len(notes) + 1}] {r['impl']}: {line[-1]}")
+            line[-1] = f"[{len(notes)}]"
+    widths[-1] = min(room, max(len(header[-1]), *(len(line[-1]) for line in lines)) if lines else room)
+    right = {1, 2, 3, 4}
 
-    def fmt(cells) -> str:
+    def fmt(cells: list[str] | tuple[str, ...]) -> str:
         padded = (c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
         return "  ".join(padded).rstrip()
 
     out = [fmt(header), fmt(["-" * w for w in widths])]
     previous = None
     for r, line in zip(rows, lines, strict=True):
-        if previous is not None and r["group"] != previous:
-            out.append("")
-        previous = r["group"]
+        heading = (r["group"], r["case"])
+        if heading != previous:
+            if previous is not None and r["group"] != previous[0]:
+                out.append("")
+            out.append(_fit(f"{r['group']}: {r['case']}", WIDTH))
+            previous = heading
         out.append(fmt(line))
-    return "\n".join(out)
+    return "\n".join(out), notes
+
+
+def _wrapped(items: list[str], indent: str = "    ") -> str:
+    """Lines wrapped at WIDTH, continuation lines indented."""
+    return "\n".join(textwrap.fill(item, WIDTH, subsequent_indent=indent, break_on_hyphens=False)
+                     for item in items)
 
 
 def _statistics_budgets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Spec §8 budgets of series_stats, judged on the rows of bench.kernels."""
+    """The budgets of series_stats, judged on the rows of bench.kernels."""
     stats = [r for r in rows if r["group"] == "statistics"]
     memory = {r.get("threads"): r["throughput"] for r in rows if r["group"] == "memory"}
     budgets = []
@@ -144,22 +180,31 @@ def _row_budgets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-def _budget_table(budgets: list[dict[str, Any]]) -> str:
+def _budget_table(budgets: list[dict[str, Any]], judged: bool) -> str:
+    """One line per budget: verdict (full runs only), budget, figure; the case below when it
+    does not fit beside them."""
     if not budgets:
         return "(no budget rows)"
-    w_budget = max(len(b["budget"]) for b in budgets)
-    w_case = max(len(b["case"]) for b in budgets)
+    w_budget = min(56, max(len(b["budget"]) for b in budgets))
     lines = []
     for b in budgets:
-        verdict = "PASS" if b["pass"] else "FAIL"
-        lines.append(f"{verdict}  {b['budget'].ljust(w_budget)}  {b['case'].ljust(w_case)}  {b['figure']}")
+        verdict = ("PASS" if b["pass"] else "FAIL") if judged else "-"
+        head = f"{verdict:4}  {b['budget'].ljust(w_budget)}  {b['figure']}"
+        case = f"({b['case']})"
+        if len(head) + 2 + len(case) <= WIDTH:
+            lines.append(f"{head}  {case}")
+        else:
+            lines.append(_wrapped([head], " " * 6))
+            lines.append(_wrapped([" " * 6 + case], " " * 6))
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller arrays and fewer repeats")
-    parser.add_argument("--json", metavar="FILE", help="also write machine info, rows and budgets as JSON")
+    parser.add_argument("--quick", action="store_true",
+                        help="smaller arrays and fewer repeats; figures only, budgets not judged")
+    parser.add_argument("--json", metavar="FILE",
+                        help="also write machine info, rows (with their full notes) and budgets as JSON")
     parser.add_argument("--only", choices=MODULES, action="append", help="run only this module (repeatable)")
     parser.add_argument("--shapes", help="end-to-end shapes, comma-separated (default: S1,S2,S2-128,S3,S4)")
     args = parser.parse_args(argv)
@@ -187,12 +232,23 @@ def main(argv: list[str] | None = None) -> int:
             rows += module.run(args.quick)
         print(f"{module_name}: {time.perf_counter() - start:.1f} s", file=sys.stderr)
 
+    table, notes = _table(rows)
     print()
-    print(_table(rows))
+    print(table)
+    if notes:
+        print()
+        print("Notes")
+        print(_wrapped(notes))
     budgets = _statistics_budgets(rows) + _row_budgets(rows)
     print()
-    print("Budgets (spec §8)")
-    print(_budget_table(budgets))
+    if args.quick:
+        # quick sizes are too small for the budgets (fixed costs dominate): figures only
+        print("Budgets (judged on full runs only; --quick shows the figures)")
+        for b in budgets:
+            b["pass"] = None
+    else:
+        print("Budgets")
+    print(_budget_table(budgets, judged=not args.quick))
 
     if args.json:
         with open(args.json, "w") as f:
@@ -204,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
                     "bytes_out", "json_bytes", "raw_array_bytes", "gzip_ratio_vs_zlib6", "gzip_level", "gzip_threads",
                     "idle_rss_bytes", "peak_rss_bytes", "jobs_per_s", "identical") if k in r}
                 shapes[name]["phases_s"] = r.get("phases", {})
-            json.dump({"machine": machine, "rows": rows, "budgets": budgets, "shapes": shapes}, f, indent=1)
+            json.dump({"machine": machine, "quick": args.quick, "rows": rows, "budgets": budgets, "shapes": shapes},
+                      f, indent=1)
     return 0
 
 

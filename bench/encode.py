@@ -1,4 +1,4 @@
-"""data.json encoding and gzip throughput, against the budgets of spec §8.
+"""data.json encoding and gzip throughput, against their budgets (bench/__init__.py).
 
 Encoding (budget: >= 300 MB/s of output on one core) is measured for the sample-array kernel alone
 (``encode_rows``) and for the full streaming encoder (``iter_job_data``: keys, hostnames, series

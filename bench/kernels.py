@@ -1,6 +1,6 @@
 """Statistics kernels against numpy, bottleneck and numbagg, and against the memory system.
 
-Spec §8 budgets for ``series_stats`` (count/min/mean/max per series): at least 60 % of the machine's
+Budgets for ``series_stats`` (count/min/mean/max per series): at least 60 % of the machine's
 memory read bandwidth, at least 10x numpy's nan-functions, and faster than bottleneck and numbagg
 computing the same four results. All implementations run on the same arrays in the same process;
 throughput is GB/s of input (float64 samples), compiled code is warmed up before timing and the

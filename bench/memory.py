@@ -1,4 +1,4 @@
-"""Memory read bandwidth of this machine, the yardstick for the statistics budget of spec §8.
+"""Memory read bandwidth of this machine, the yardstick for the statistics budget.
 
 The statistics kernels are judged as a fraction of what the memory system can deliver, so the bench
 measures that ceiling itself instead of trusting a data sheet: a parallel integer sum over a float64

@@ -318,7 +318,8 @@ CASES = [
     Case("show-data-not-json", lambda w: ["show", S(w.not_json), EMMY_KEY], 1, f"{EMMY_REL}"),
     Case("show-data-wrong-shape", lambda w: ["show", S(w.wrong_shape), EMMY_KEY], 1, f"{EMMY_REL}"),
     Case("show-malformed-meta", lambda w: ["show", S(w.bad_meta), EMMY_KEY], 1, "meta.json"),
-    Case("show-json-without-summary", lambda w: ["show", S(w.good), EMMY_KEY, "--json"], 2, "--json needs --summary"),
+    Case("show-json-and-meta-json", lambda w: ["show", S(w.good), EMMY_KEY, "--json", "--meta-json"], 2,
+         "--meta-json prints meta.json exactly as stored"),
     # -- plot
     Case("plot-unknown-job", lambda w: ["plot", S(w.good), "emmy/1/2", "-o", S(w.root / "p.png")], 1,
          "no archived job emmy/0/001/2"),

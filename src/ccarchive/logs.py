@@ -1,4 +1,4 @@
-"""Structured logging: plain ``key=value`` lines or one JSON object per line.
+"""Structured logging: logfmt lines or one JSON object per line; progress on stderr.
 
 Records may carry ``job_id``, ``cluster`` and ``start_time`` (pass ``extra=job_fields(job)``) so
 operators can grep or ship them; the formatters append whatever of these is present.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -22,22 +23,45 @@ def job_fields(job: Any) -> dict[str, Any]:
             "start_time": job.start_time}
 
 
+def rfc3339(epoch: float) -> str:
+    """``2026-12-05T21:30:31.123Z``: UTC, milliseconds, the zone spelt out, as log shippers parse it."""
+    whole = int(epoch // 1)
+    millis = min(999, int((epoch - whole) * 1000))
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{millis:03d}Z"
+
+
+_BARE = re.compile(r"[^\s\"=\\]+")
+
+
+def logfmt_value(value: Any) -> str:
+    """One logfmt value: bare when it can be, else double-quoted with ``\\``, ``"`` and line
+    breaks escaped, so a record is always one line."""
+    text = str(value)
+    if _BARE.fullmatch(text):
+        return text
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
+    return f'"{escaped}"'
+
+
 class PlainFormatter(logging.Formatter):
+    """logfmt: ``ts=2026-12-05T21:30:31.123Z level=info logger=ccarchive.service msg="archived job"
+    db_id=7 job_id=398764``; a traceback is the ``exc`` field (line breaks escaped)."""
+
     def format(self, record: logging.LogRecord) -> str:
-        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(record.created))
-        line = f"{ts} {record.levelname.lower():7s} {record.name}: {record.getMessage()}"
-        extras = [f"{k}={getattr(record, k)}" for k in JOB_FIELDS if getattr(record, k, None) is not None]
-        if extras:
-            line += " [" + " ".join(extras) + "]"
+        fields: list[tuple[str, Any]] = [("ts", rfc3339(record.created)), ("level", record.levelname.lower()),
+                                         ("logger", record.name), ("msg", record.getMessage())]
+        fields += [(k, v) for k in JOB_FIELDS if (v := getattr(record, k, None)) is not None]
         if record.exc_info:
-            line += "\n" + self.formatException(record.exc_info)
-        return line
+            fields.append(("exc", self.formatException(record.exc_info)))
+        return " ".join(f"{k}={logfmt_value(v)}" for k, v in fields)
 
 
 class JsonFormatter(logging.Formatter):
+    """One JSON object per line with the same fields (``ts`` the same RFC 3339 string)."""
+
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
-            "ts": round(record.created, 3),
+            "ts": rfc3339(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
@@ -62,6 +86,56 @@ def setup_logging(verbosity: int = 0, fmt: str = "plain") -> None:
     handler.setFormatter(JsonFormatter() if fmt == "json" else PlainFormatter())
     root.addHandler(handler)
     root.propagate = False
+
+
+class LineProgress:
+    """Progress for a stderr that is not a terminal (a log file, journald, CI): instead of a bar's
+    ``\\r`` redraws, a plain line every tenth of the work or every ``every`` seconds, whichever
+    comes first, and one at the end. The calls are tqdm's that the commands use."""
+
+    def __init__(self, total: int = 0, desc: str = "", initial: int = 0, file: Any = None,
+                 every: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.total, self.desc, self.n, self.every, self.clock = total, desc, initial, every, clock
+        self.file = file if file is not None else sys.stderr
+        self._t0 = self._last_time = clock()
+        self._last_n = initial
+        self._closed = False
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        step = max(1, -(-self.total // 10))  # a tenth of the total, rounded up
+        if self.n // step > self._last_n // step or self.clock() - self._last_time >= self.every:
+            self._line()
+
+    def refresh(self) -> None:
+        """tqdm's redraw after ``total`` changed: nothing to redraw in a log."""
+
+    def close(self) -> None:
+        if not self._closed and self.n != self._last_n:
+            self._line()
+        self._closed = True
+
+    def _line(self) -> None:
+        now = self.clock()
+        of = f"/{self.total}" if self.total else ""
+        pct = f" ({100 * self.n / self.total:.0f} %)" if self.total else ""
+        print(f"{self.desc}: {self.n}{of} jobs{pct}, {format_span(now - self._t0)}", file=self.file, flush=True)
+        self._last_time, self._last_n = now, self.n
+
+
+def progress(total: int = 0, desc: str = "", *, enabled: bool = True, initial: int = 0, leave: bool = True,
+             file: Any = None) -> Any:
+    """A progress display on stderr (or ``file``): a tqdm bar on a terminal, :class:`LineProgress`
+    lines otherwise, nothing when not ``enabled``; every command's progress comes from here."""
+    from tqdm import tqdm
+
+    out = file if file is not None else sys.stderr
+    if not enabled:
+        return tqdm(total=total, disable=True)
+    isatty = getattr(out, "isatty", None)
+    if isatty is not None and isatty():
+        return tqdm(total=total, initial=initial, desc=desc, unit="job", leave=leave, file=out, dynamic_ncols=True)
+    return LineProgress(total, desc, initial, out)
 
 
 def format_span(seconds: float) -> str:

@@ -1,7 +1,7 @@
 """Validate meta.json, data.json and cluster.json against the cc-lib JSON schemas.
 
 Why two passes: the cc-lib schemas (shipped unchanged in ``ccarchive/schemas``) are stricter than what
-the Go reference really writes (reference §8): Go emits ``"footprint":null``, ``"concurrentJobs":
+cc-backend really writes (docs/format.md, "Validation"): Go emits ``"footprint":null``, ``"concurrentJobs":
 {"items":null,...}``, ``"mean":null`` and null gaps in ``statisticsSeries``, units such as ``load`` or
 ``%``, and almost never the full list of "required" metrics.  Using the schemas as they are would reject
 every real archive, ignoring them would let broken files through.  So every document is checked twice:
@@ -10,7 +10,11 @@ every real archive, ignoring them would let broken files through.  So every docu
   relaxing exactly the points where real Go output differs, see ``_RELAXATIONS``.  The structure stays
   enforced: required job fields and their types, ``unit``/``timestep``/``series`` of a JobMetric,
   ``hostname``/``data`` of a series, data being an array of numbers and nulls.
-* **strict** (the original schemas): each failure the relaxed pass accepted becomes a *warning*.
+* **compat** (the warning pass): the original schemas with only the deviations cc-backend itself
+  writes allowed (``COMPAT_RELAXATIONS``: null for nil Go maps and slices and NaN, no required metric
+  list, ``"energy":""``).  Each failure the relaxed pass accepted becomes a *warning*; what
+  cc-backend writes for every archive is not worth a warning.  The original, **strict** schemas stay
+  available through ``get_schema``/``get_validator``.
 
 Speed: before jsonschema looks at a document (or, inside it, at an array item or object
 property), a compiled check of the same schema -- plain Python closures for the few keywords the
@@ -20,7 +24,7 @@ jsonschema's time.  The check errs on the safe side: any keyword or value it doe
 it answer "not certain".
 
 Both passes check every JobMetric of data.json against job-metric-data and every entry of meta.json
-``statistics`` against job-metric-statistics, including metrics the schemas do not name (§8).
+``statistics`` against job-metric-statistics, including metrics the schemas do not name.
 Repeated messages that differ only by array index or value are grouped into one line with a count, so
 that a 32-host file yields a few lines, not a thousand.
 
@@ -39,7 +43,7 @@ import reprlib
 from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any
+from typing import Any, Literal
 
 from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import ValidationError
@@ -73,24 +77,32 @@ MAX_LINES = 40
 
 _PREFIX = "embedfs://"
 
-# What the relaxed schemas change, and why (the docstring of each _relax_* function says where).
-_RELAXATIONS = """\
-unit: base and prefix may be any string (Go output has load, Flops/s, packets/s, %)
-job-metric-statistics: avg/min/max may be negative (Go computes them from the raw values)
+# What the relaxed schemas change, and why (the docstring of each _compat_*/_relax_* function says where).
+#: How cc-backend writes every archive: accepted without a warning.
+COMPAT_RELAXATIONS = """\
 job-metric-data: statisticsSeries arrays may be null or hold nulls and have < 3 points ("mean":null, NaN gaps)
-job-metric-data: series statistics optional (legacy entries), may be negative
-job-metric-data: series data need no non-negative number (all-null/negative series) but must be numbers/nulls
 job-meta: energyFootprint, footprint, metaData and concurrentJobs.items may be null (nil Go maps/slices)
-job-meta: numAcc, numHwthreads, walltime, requestedMemory and duration may be 0 (Go zero values)
-job-meta: no required statistics list; every statistics entry checked against job-metric-statistics
-job-data: no required metric or scope lists; every top-level value except filesystems must be an object
+job-meta: no required statistics list (a job has the metrics its cluster measures)
+job-data: no required metric or scope lists (a job has the metrics its cluster measures, e.g. no net_bw)
 cluster: metric energy may be "" (Go's MetricConfig.Energy has no omitempty)
 """
+#: Accepted (not an error) but reported as a warning: data or configuration worth a look.
+WARNED_RELAXATIONS = """\
+unit: base and prefix may be any string (cluster configs in use have load, Flops/s, packets/s, %)
+job-metric-statistics: avg/min/max may be negative (Go computes them from the raw values)
+job-metric-data: statisticsSeries points and series statistics may be negative; series statistics optional (legacy)
+job-metric-data: series data need no non-negative number (all-null/negative series) but must be numbers/nulls
+job-meta: numAcc, numHwthreads, walltime, requestedMemory and duration may be 0 (Go zero values)
+job-meta: every statistics entry checked against job-metric-statistics
+job-data: every top-level value except filesystems must be an object
+"""
+_RELAXATIONS = COMPAT_RELAXATIONS + WARNED_RELAXATIONS
 
 
 @dataclass
 class ValidationReport:
-    """Outcome of validating one document: errors fail the relaxed gate, warnings fail only strict."""
+    """Outcome of validating one document: errors fail the relaxed gate, warnings fail only the
+    compat level (the original schemas with cc-backend's own deviations allowed)."""
 
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -157,17 +169,26 @@ def _relax_statistics(s: dict[str, Any]) -> None:
 def _nullable_float_array(s: dict[str, Any]) -> None:
     """``[]Float`` as Go writes it: the slice may be nil, NaN points are null, any length."""
     s["type"] = ["array", "null"]
-    s["items"] = {"type": ["number", "null"]}
+    s["items"] = {**s.get("items", {}), "type": ["number", "null"]}
     s.pop("minItems", None)
 
 
-def _relax_metric_data(s: dict[str, Any]) -> None:
-    """statisticsSeries with nulls; legacy series without statistics; typed data points."""
+def _statistics_series_arrays(s: dict[str, Any]) -> Iterator[dict[str, Any]]:
     ss = _at(s, "properties", "statisticsSeries", "properties")
-    for key in ("min", "max", "mean", "median"):
-        _nullable_float_array(_at(ss, key))
-    for arr in _at(ss, "percentiles", "properties").values():
+    yield from (_at(ss, key) for key in ("min", "max", "mean", "median"))
+    yield from _at(ss, "percentiles", "properties").values()
+
+
+def _compat_metric_data(s: dict[str, Any]) -> None:
+    """statisticsSeries as Go writes it: ``"mean":null``, NaN points as null, short jobs short."""
+    for arr in _statistics_series_arrays(s):
         _nullable_float_array(arr)
+
+
+def _relax_metric_data(s: dict[str, Any]) -> None:
+    """Negative statisticsSeries points; legacy series without statistics; typed data points."""
+    for arr in _statistics_series_arrays(s):
+        arr["items"].pop("minimum", None)
     item = _at(s, "properties", "series", "items")
     _drop_required(item, "statistics")
     for key in ("avg", "min", "max"):
@@ -177,33 +198,43 @@ def _relax_metric_data(s: dict[str, Any]) -> None:
     data["items"] = {"type": ["number", "null"]}
 
 
-def _relax_meta(s: dict[str, Any]) -> None:
-    """Nil Go maps/slices encode as null, zero counters are legal, no required metric list."""
+def _compat_meta(s: dict[str, Any]) -> None:
+    """Nil Go maps/slices encode as null; no required metric list."""
     props = _at(s, "properties")
     for key in ("energyFootprint", "footprint", "metaData"):
         _at(props, key)["type"] = ["object", "null"]
     _at(props, "concurrentJobs", "properties", "items")["type"] = ["array", "null"]
+    _at(props, "statistics").pop("required", None)
+
+
+def _relax_meta(s: dict[str, Any]) -> None:
+    """Zero counters are legal; unknown statistics entries checked in the same pass."""
+    props = _at(s, "properties")
     for key in ("numAcc", "numHwthreads", "walltime", "requestedMemory", "duration"):
         p = _at(props, key)
         if p.pop("exclusiveMinimum", None) is not None:
             p["minimum"] = 0
     stats = _at(props, "statistics")
-    stats.pop("required", None)
     stats["additionalProperties"] = {"$ref": _id("job-metric-statistics")}
 
 
-def _relax_data(s: dict[str, Any]) -> None:
-    """No required metrics or scopes; every metric maps scopes to objects (checked one by one)."""
+def _compat_data(s: dict[str, Any]) -> None:
+    """No required metrics or scopes: a job has the metrics and scopes its cluster measures."""
     s.pop("required", None)
     for metric, sub in _at(s, "properties").items():
-        if metric == "filesystems":
-            continue
-        sub.pop("required", None)
-        sub["type"] = "object"
+        if metric != "filesystems":
+            sub.pop("required", None)
+
+
+def _relax_data(s: dict[str, Any]) -> None:
+    """Every metric maps scopes to objects (checked one by one)."""
+    for metric, sub in _at(s, "properties").items():
+        if metric != "filesystems":
+            sub["type"] = "object"
     s["additionalProperties"] = {"type": "object"}
 
 
-def _relax_cluster(s: dict[str, Any]) -> None:
+def _compat_cluster(s: dict[str, Any]) -> None:
     """Go writes ``"energy":""`` for metrics without an energy role (the field has no omitempty)."""
     mc = _at(s, "properties", "metricConfig", "items", "properties")
     for props in (mc, _at(mc, "subClusters", "items", "properties")):
@@ -211,8 +242,16 @@ def _relax_cluster(s: dict[str, Any]) -> None:
         energy["enum"] = [*energy.get("enum", []), ""]
 
 
+#: The levels: "strict" is the shipped schema, "compat" adds cc-backend's own ways of writing,
+#: "relaxed" (the acceptance gate) adds what is accepted with a warning.
+_Level = Literal["strict", "compat", "relaxed"]
+_COMPAT = {
+    "cluster": _compat_cluster,
+    "job-metric-data": _compat_metric_data,
+    "job-meta": _compat_meta,
+    "job-data": _compat_data,
+}
 _RELAX = {
-    "cluster": _relax_cluster,
     "unit": _relax_unit,
     "job-metric-statistics": _relax_statistics,
     "job-metric-data": _relax_metric_data,
@@ -221,37 +260,56 @@ _RELAX = {
 }
 
 
+def _level(relaxed: bool | _Level) -> _Level:
+    if relaxed is True:
+        return "relaxed"
+    if relaxed is False:
+        return "strict"
+    if relaxed not in ("strict", "compat", "relaxed"):
+        raise ValueError(f"unknown schema level {relaxed!r}")
+    return relaxed
+
+
 @functools.cache
-def _schema(name: str, relaxed: bool) -> dict[str, Any]:
-    """Original or relaxed schema (cached; never mutate the result)."""
+def _schema(name: str, level: _Level) -> dict[str, Any]:
+    """Original, compat or relaxed schema (cached; never mutate the result)."""
     s = _original(name)
-    if relaxed and name in _RELAX:
+    if level != "strict" and (name in _COMPAT or (level == "relaxed" and name in _RELAX)):
         s = copy.deepcopy(s)
-        _RELAX[name](s)
+        if name in _COMPAT:
+            _COMPAT[name](s)
+        if level == "relaxed" and name in _RELAX:
+            _RELAX[name](s)
     return s
 
 
-def get_schema(name: str, *, relaxed: bool = False) -> dict[str, Any]:
-    """A copy of a schema by short name (see ``SCHEMA_NAMES``), original or relaxed."""
-    return copy.deepcopy(_schema(name, relaxed))
+def get_schema(name: str, *, relaxed: bool | _Level = False) -> dict[str, Any]:
+    """A copy of a schema by short name (see ``SCHEMA_NAMES``): original (``False``), relaxed
+    (``True``, the acceptance gate) or ``"compat"`` (original plus cc-backend's own deviations)."""
+    return copy.deepcopy(_schema(name, _level(relaxed)))
 
 
 @functools.cache
-def _registry(relaxed: bool) -> Registry:
-    """All six schemas, original or relaxed, under their ``embedfs://`` ids."""
+def _registry(level: _Level) -> Registry:
+    """All six schemas of one level under their ``embedfs://`` ids."""
     pairs = []
     for name in SCHEMA_NAMES:
-        schema = _schema(name, relaxed)
+        schema = _schema(name, level)
         if schema.get("$id") != _id(name):
             raise RuntimeError(f"{name}.schema.json: unexpected $id {schema.get('$id')!r}")
         pairs.append((_id(name), DRAFT202012.create_resource(schema)))
     return Registry().with_resources(pairs).crawl()
 
 
+def get_validator(name: str, *, relaxed: bool | _Level = False) -> Draft202012Validator:
+    """Cached draft 2020-12 validator of one schema (levels as ``get_schema``), refs resolved
+    within the same level."""
+    return _validator(name, _level(relaxed))
+
+
 @functools.cache
-def get_validator(name: str, *, relaxed: bool = False) -> Draft202012Validator:
-    """Cached draft 2020-12 validator of one schema, refs resolved within the same (relaxed) set."""
-    return Draft202012Validator(_schema(name, relaxed), registry=_registry(relaxed))
+def _validator(name: str, level: _Level) -> Draft202012Validator:
+    return Draft202012Validator(_schema(name, level), registry=_registry(level))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -260,8 +318,8 @@ def get_validator(name: str, *, relaxed: bool = False) -> Draft202012Validator:
 _Check = Callable[[Any], bool]
 #: id() of every (sub)schema dict of the twelve cached schemas -> its compiled check
 _CHECKS: dict[int, _Check] = {}
-#: (relaxed, $id) -> compiled check of that schema's root (filled as they are compiled)
-_ROOTS: dict[tuple[bool, str], _Check] = {}
+#: (level, $id) -> compiled check of that schema's root (filled as they are compiled)
+_ROOTS: dict[tuple[str, str], _Check] = {}
 _IGNORED = frozenset(("description", "title", "$schema", "$id", "$comment", "default", "examples"))
 _NUMBERS = (int, float)
 _SIMPLE = {"object": dict, "array": list, "string": str, "null": type(None), "boolean": bool}
@@ -339,10 +397,10 @@ def _additional_check(f: _Check, known: frozenset[str]) -> _Check:
     return lambda x: not isinstance(x, dict) or all(f(v) for k, v in x.items() if k not in known)
 
 
-def _resolve(ref: str, root: dict[str, Any], relaxed: bool) -> Callable[[], _Check] | None:
+def _resolve(ref: str, root: dict[str, Any], level: _Level) -> Callable[[], _Check] | None:
     """A function that finds the check of a $ref target when first called (targets may be compiled later)."""
     if ref.startswith(_PREFIX) and ref.endswith(".schema.json") and ref[len(_PREFIX):-12] in SCHEMA_NAMES:
-        return lambda: _root_check(ref[len(_PREFIX):-12], relaxed)
+        return lambda: _root_check(ref[len(_PREFIX):-12], level)
     if ref.startswith("#/"):
         node: Any = root
         for part in ref[2:].split("/"):
@@ -353,7 +411,7 @@ def _resolve(ref: str, root: dict[str, Any], relaxed: bool) -> Callable[[], _Che
     return None
 
 
-def _compile(node: Any, root: dict[str, Any], relaxed: bool) -> _Check:
+def _compile(node: Any, root: dict[str, Any], level: _Level) -> _Check:
     """The check of one schema node; sub-schemas are compiled and registered too."""
     if node is True:
         return _always
@@ -366,15 +424,15 @@ def _compile(node: Any, root: dict[str, Any], relaxed: bool) -> _Check:
         if kw == "type":
             checks.append(_type_check(val if isinstance(val, list) else [val]))
         elif kw == "properties" and isinstance(val, dict):
-            checks.append(_properties_check(tuple((k, _compile(v, root, relaxed)) for k, v in val.items())))
+            checks.append(_properties_check(tuple((k, _compile(v, root, level)) for k, v in val.items())))
         elif kw == "required" and isinstance(val, list):
             names = tuple(val)
             checks.append(_required_check(names))
         elif kw == "items" and "prefixItems" not in node:
-            f = _compile(val, root, relaxed)
+            f = _compile(val, root, level)
             checks.append(_items_check(f, every=True))
         elif kw == "contains" and "minContains" not in node and "maxContains" not in node:
-            f = _compile(val, root, relaxed)
+            f = _compile(val, root, level)
             checks.append(_items_check(f, every=False))
         elif kw in ("minItems", "minProperties") and type(val) is int:
             kind = list if kw == "minItems" else dict
@@ -387,11 +445,11 @@ def _compile(node: Any, root: dict[str, Any], relaxed: bool) -> _Check:
         elif kw == "uniqueItems" and type(val) is bool:
             checks.append(_unique_check(val))
         elif kw == "additionalProperties" and "patternProperties" not in node:
-            f = _compile(val, root, relaxed)
+            f = _compile(val, root, level)
             known = frozenset(node.get("properties", {}))
             checks.append(_additional_check(f, known))
         elif kw == "$ref" and isinstance(val, str):
-            target = _resolve(val, root, relaxed)
+            target = _resolve(val, root, level)
             if target is None:
                 return _never
             holder: list[_Check] = []
@@ -410,11 +468,11 @@ def _compile(node: Any, root: dict[str, Any], relaxed: bool) -> _Check:
     return check
 
 
-def _root_check(name: str, relaxed: bool) -> _Check:
-    key = (relaxed, _id(name))
+def _root_check(name: str, level: _Level) -> _Check:
+    key = (level, _id(name))
     if key not in _ROOTS:
-        schema = _schema(name, relaxed)
-        _ROOTS[key] = _compile(schema, schema, relaxed)
+        schema = _schema(name, level)
+        _ROOTS[key] = _compile(schema, schema, level)
     return _ROOTS[key]
 
 
@@ -446,10 +504,10 @@ _FastValidator = validators.extend(Draft202012Validator, {"items": _fast_items, 
 
 
 @functools.cache
-def _fast_validator(name: str, relaxed: bool) -> Any:
+def _fast_validator(name: str, level: _Level) -> Any:
     """A draft 2020-12 validator that consults the compiled checks (same messages as get_validator's)."""
-    _root_check(name, relaxed)
-    return _FastValidator(_schema(name, relaxed), registry=_registry(relaxed))
+    _root_check(name, level)
+    return _FastValidator(_schema(name, level), registry=_registry(level))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -459,10 +517,10 @@ _Path = tuple[str | int, ...]
 _Found = tuple[_Path, ValidationError]
 
 
-def _errors(name: str, relaxed: bool, doc: Any, prefix: _Path = ()) -> Iterator[_Found]:
-    if _root_check(name, relaxed)(doc):
+def _errors(name: str, level: _Level, doc: Any, prefix: _Path = ()) -> Iterator[_Found]:
+    if _root_check(name, level)(doc):
         return
-    for err in _fast_validator(name, relaxed).iter_errors(doc):
+    for err in _fast_validator(name, level).iter_errors(doc):
         yield (*prefix, *err.absolute_path), err
 
 
@@ -475,19 +533,21 @@ def _covered(container: str, key: str, sub: str | None = None) -> bool:
     return isinstance(entry, dict) and "$ref" in entry.get("properties", {}).get(sub, {})
 
 
-def _meta_errors(doc: Any, relaxed: bool) -> Iterator[_Found]:
-    yield from _errors("job-meta", relaxed, doc)
-    if relaxed:  # the relaxed job-meta already checks unknown statistics entries
+def _meta_errors(doc: Any, relaxed: bool | _Level) -> Iterator[_Found]:
+    level = _level(relaxed)
+    yield from _errors("job-meta", level, doc)
+    if level == "relaxed":  # the relaxed job-meta already checks unknown statistics entries
         return
     stats = doc.get("statistics") if isinstance(doc, dict) else None
     if isinstance(stats, dict):
         for metric, entry in stats.items():
             if not _covered("job-meta", metric):
-                yield from _errors("job-metric-statistics", False, entry, ("statistics", metric))
+                yield from _errors("job-metric-statistics", level, entry, ("statistics", metric))
 
 
-def _data_errors(doc: Any, relaxed: bool) -> Iterator[_Found]:
-    yield from _errors("job-data", relaxed, doc)
+def _data_errors(doc: Any, relaxed: bool | _Level) -> Iterator[_Found]:
+    level = _level(relaxed)
+    yield from _errors("job-data", level, doc)
     if not isinstance(doc, dict):
         return
     for metric, scopes in doc.items():
@@ -495,7 +555,7 @@ def _data_errors(doc: Any, relaxed: bool) -> Iterator[_Found]:
             continue  # reported by the top-level shape (or it is the schema's filesystems list)
         for scope, jm in scopes.items():
             if not _covered("job-data", metric, scope):
-                yield from _errors("job-metric-data", relaxed, jm, (metric, scope))
+                yield from _errors("job-metric-data", level, jm, (metric, scope))
 
 
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
@@ -548,11 +608,11 @@ def _group(found: Iterable[tuple[_Path, str]], where: str, limit: int) -> list[s
     return lines
 
 
-def _run(found_relaxed: Iterable[_Found], found_strict: Iterable[_Found], where: str) -> ValidationReport:
+def _run(found_relaxed: Iterable[_Found], found_compat: Iterable[_Found], where: str) -> ValidationReport:
     errors = [(path, _message(e)) for path, e in found_relaxed]
     seen = set(errors)
     warnings = []
-    for path, e in found_strict:
+    for path, e in found_compat:
         item = (path, _message(e))
         if item not in seen:
             seen.add(item)
@@ -562,19 +622,20 @@ def _run(found_relaxed: Iterable[_Found], found_strict: Iterable[_Found], where:
 
 def validate_meta(doc: Any, *, where: str = "meta.json") -> ValidationReport:
     """Check a decoded meta.json (``schema.Job``); ``where`` prefixes every message."""
-    return _run(_meta_errors(doc, True), _meta_errors(doc, False), where)
+    return _run(_meta_errors(doc, "relaxed"), _meta_errors(doc, "compat"), where)
 
 
 def validate_data(doc: Any, *, where: str = "data.json") -> ValidationReport:
     """Check a decoded data.json (``schema.JobData``): top-level shape and every JobMetric."""
-    return _run(_data_errors(doc, True), _data_errors(doc, False), where)
+    return _run(_data_errors(doc, "relaxed"), _data_errors(doc, "compat"), where)
 
 
 def validate_cluster(doc: Any, *, where: str = "cluster.json") -> ValidationReport:
     """Check a decoded cluster.json (``schema.Cluster``)."""
-    return _run(_errors("cluster", True, doc), _errors("cluster", False, doc), where)
+    return _run(_errors("cluster", "relaxed", doc), _errors("cluster", "compat", doc), where)
 
 
 def relaxations() -> Sequence[str]:
-    """Human-readable list of what the relaxed schemas accept beyond the originals."""
+    """Human-readable list of what the relaxed schemas accept beyond the originals (the
+    ``COMPAT_RELAXATIONS`` lines first: those are not even warned about)."""
     return _RELAXATIONS.splitlines()

@@ -25,9 +25,18 @@ def add_arguments(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("meta", metavar="META.json", help="job metadata (cc-backend meta.json)")
         p.add_argument("data", metavar="DATA.json[.gz]", help="job metric data (cc-backend data.json, gzip allowed)")
     elif name == "ls":
+        from .pipeline_cmds import TIME_HELP, parse_time
+
         p.add_argument("archive", help="archive URL or path")
         p.add_argument("--cluster", help="only this cluster")
-        p.add_argument("--json", action="store_true", help="one JSON object per job")
+        p.add_argument("--user", help="only jobs of this user")
+        p.add_argument("--since", type=parse_time, metavar="TIME",
+                       help=f"only jobs that started at or after TIME; {TIME_HELP}")
+        p.add_argument("--until", type=parse_time, metavar="TIME", help="only jobs that started before TIME")
+        p.add_argument("--state", help="only jobs in this state (completed, failed, timeout, ...)")
+        p.add_argument("--json", action="store_true",
+                       help="JSON lines: one object per job (startTime as Unix seconds and startTimeISO in UTC), "
+                            "no header or count")
     elif name == "show":
         p.add_argument("archive", help="archive URL or path")
         p.add_argument("job", metavar="CLUSTER/JOBID/STARTTIME", help="the job's archive key")
@@ -36,12 +45,16 @@ def add_arguments(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--summary", action="store_true",
                        help="CPU, memory, GPU, bandwidth and flops against the allocation and the peaks, "
                             "per node, with notes on obvious problems (idle GPUs, idle nodes, unused memory)")
-        p.add_argument("--json", action="store_true", help="with --summary: the summary as one JSON object")
+        p.add_argument("--json", action="store_true",
+                       help="one JSON document: meta.json as stored plus every series' shape (with --series: "
+                            "their statistics); with --summary: the summary")
     elif name == "verify":
         p.add_argument("archive", help="archive URL or path")
         p.add_argument("--cluster", help="only this cluster")
         p.add_argument("--strict", action="store_true", help="treat strict-schema warnings as errors")
         p.add_argument("-q", "--quiet", action="store_true", help="print only the summary and errors")
+        p.add_argument("--json", action="store_true",
+                       help="the result as one JSON document (counts, errors, warnings); errors also on stderr")
 
 
 def run(name: str, args: argparse.Namespace) -> int:
@@ -221,17 +234,23 @@ def _import(args: argparse.Namespace) -> int:
 
 def _ls(args: argparse.Namespace) -> int:
     """The table (or JSON lines) on stdout; an unreadable job is one line on stderr, the listing
-    goes on, and the exit code is 1 at the end."""
+    goes on, and the exit code is 1 at the end.  Filters as ``ccarchive jobs``: since <= start < until."""
     from ..archive import job_path
     from ..errors import CcArchiveError, describe_error
+    from ..jobstable import JobFilter
+    from .pipeline_cmds import iso_time
 
     archive = open_archive_arg(args.archive)
     check_cluster_arg(archive, args.cluster, args.archive)
+    flt = JobFilter.make(None, cluster=args.cluster, user=args.user, since=args.since, until=args.until,
+                         state=args.state)
     n = bad = 0
     if not args.json:
-        print(f"{'cluster':10s} {'jobId':>10s} {'startTime':>11s} {'user':12s} {'nodes':>5s} "
+        print(f"{'cluster':10s} {'jobId':>10s} {'startTime (UTC)':20s} {'user':12s} {'nodes':>5s} "
               f"{'duration':>9s} {'state':12s} {'energy':>8s}")
     for key in archive.iter_job_keys(args.cluster):
+        if not flt.keep_key(key):
+            continue
         try:
             job = archive.load_meta(key)
         except (CcArchiveError, OSError, ValueError, RecursionError) as e:
@@ -239,13 +258,16 @@ def _ls(args: argparse.Namespace) -> int:
             rel, message = job_path(*key), describe_error(e)
             print(f"error: {message if rel in message else f'{rel}: {message}'}", file=sys.stderr)
             continue
+        if not flt.keep(job):
+            continue
         n += 1
         if args.json:
             print(json.dumps({"cluster": job.cluster, "jobId": job.job_id, "startTime": job.start_time,
-                              "user": job.user, "numNodes": job.num_nodes, "duration": job.duration,
+                              "startTimeISO": iso_time(job.start_time), "user": job.user,
+                              "numNodes": job.num_nodes, "duration": job.duration,
                               "jobState": job.job_state, "energy": job.energy}))
         else:
-            print(f"{job.cluster:10s} {job.job_id:>10d} {job.start_time:>11d} {job.user[:12]:12s} "
+            print(f"{job.cluster:10s} {job.job_id:>10d} {iso_time(job.start_time):20s} {job.user[:12]:12s} "
                   f"{job.num_nodes:>5d} {job.duration:>9d} {job.job_state[:12]:12s} {job.energy:>8.2f}")
     if not args.json:
         print(f"{n} jobs" + (f" ({bad} unreadable)" if bad else ""))
@@ -275,14 +297,21 @@ def _show(args: argparse.Namespace) -> int:
 
     from ..archive import job_path
 
+    if args.meta_json and (args.json or args.summary):
+        from .main import UsageError
+
+        raise UsageError("--meta-json prints meta.json exactly as stored: without --json and --summary")
     if args.meta_json:
         archive = open_archive_arg(args.archive)
         sys.stdout.buffer.write(archive.load_meta_bytes(parse_job_key(args.job)))
         return 0
     archive, job, data = load_job_arg(args.archive, args.job)
     key = job.key
-    if args.summary or args.json:
+    if args.summary:
         return _print_summary(args, archive, job, data)
+    if args.json:
+        print(json.dumps(_show_document(archive, job, data, series=args.series)))
+        return 0
     print(f"{job.label}  ({job_path(*key)})")
     print(f"  user {job.user}  project {job.project}  subCluster {job.sub_cluster}  partition {job.partition}")
     print(f"  state {job.job_state}  duration {job.duration} s  nodes {job.num_nodes}  "
@@ -308,12 +337,36 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _finite(x: float) -> float | None:
+    """A number for JSON: NaN and infinities (no JSON number) become null."""
+    v = float(x)
+    return v if v == v and abs(v) != float("inf") else None
+
+
+def _show_document(archive: Any, job: Any, data: Any, *, series: bool) -> dict[str, Any]:
+    """``show --json``: meta.json as stored, and per metric and scope the series' shape."""
+    import numpy as np
+
+    from ..archive import job_path
+
+    rows = []
+    for m in sorted(data):
+        for scope, b in sorted(data[m].items()):
+            row: dict[str, Any] = {"metric": m, "scope": scope, "timestep": b.timestep, "series": b.num_series,
+                                   "samples": int(np.max(b.lengths)) if b.num_series else 0,
+                                   "statisticsSeries": b.statistics_series is not None}
+            if series and b.statistics is not None:
+                row["seriesStatistics"] = [
+                    {"hostname": b.hostnames[i], "id": b.ids[i], "min": _finite(b.statistics[i][0]),
+                     "avg": _finite(b.statistics[i][1]), "max": _finite(b.statistics[i][2])}
+                    for i in range(b.num_series)]
+            rows.append(row)
+    return {"path": job_path(*job.key), "meta": json.loads(archive.load_meta_bytes(job.key)), "data": rows}
+
+
 def _print_summary(args: argparse.Namespace, archive: Any, job: Any, data: Any) -> int:
     from ..summary import summarize
-    from .main import UsageError
 
-    if not args.summary:
-        raise UsageError("--json needs --summary")
     cluster = archive.load_cluster(job.cluster) if archive.has_cluster(job.cluster) else None
     s = summarize(job, data, cluster)
     if args.json:
@@ -348,12 +401,19 @@ def _verify(args: argparse.Namespace) -> int:
     check_cluster_arg(archive, args.cluster, args.archive)
     report = verify_archive(archive, cluster=args.cluster, progress=not args.quiet)
     warnings = report.all_warnings()
+    errors = len(report.errors) + (len(warnings) if args.strict else 0)
+    if args.json:
+        for e in report.errors:
+            print(f"error: {e}", file=sys.stderr)
+        print(json.dumps({"archive": args.archive, "clusters": report.clusters, "jobs": report.jobs,
+                          "ok": not errors, "strict": args.strict, "errors": report.errors,
+                          "warnings": warnings}))
+        return 1 if errors else 0
     if not args.quiet:
         for w in warnings:
             print(f"warning: {w}")
     for e in report.errors:
         print(f"error: {e}", file=sys.stderr)
-    errors = len(report.errors) + (len(warnings) if args.strict else 0)
     print(f"verified {report.jobs} jobs in {report.clusters} clusters: "
           f"{len(report.errors)} errors, {len(warnings)} warnings")
     return 1 if errors else 0

@@ -14,6 +14,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+#: The worker's phases in pipeline order (the order the summary lists them in).
+PHASES = ("load", "statistics", "encode", "compress", "write", "db")
+
 
 @dataclass
 class BatchSummary:
@@ -26,17 +29,48 @@ class BatchSummary:
     phases: dict[str, float] = field(default_factory=dict)
     interrupted: bool = False
     unfinished: list[int] = field(default_factory=list)
+    #: seconds of wall_s before the first job could start (worker start, kernels compiled or loaded)
+    warmup_s: float = 0.0
+    warmup_note: str = "worker start"
+
+    @property
+    def jobs_per_s(self) -> float | None:
+        """Throughput after the warm-up: what a running service sustains."""
+        busy = self.wall_s - self.warmup_s
+        return self.archived / busy if busy > 0 and self.archived else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The summary for ``--json``: counts, bytes, seconds (``phases``: worker seconds per phase)."""
+        return {"archived": self.archived, "failed": len(self.failed), "skipped": self.skipped,
+                "triggered": self.triggered, "bytes_written": self.bytes_written, "wall_s": round(self.wall_s, 3),
+                "warmup_s": round(self.warmup_s, 3),
+                "jobs_per_s": round(self.jobs_per_s, 3) if self.jobs_per_s else None,
+                "phases_s": {k: round(v, 3) for k, v in self.phases.items()},
+                "interrupted": self.interrupted, "left_pending": len(self.unfinished),
+                "failures": list(self.failed)}
+
+    def print_json(self, extra: dict[str, Any] | None = None) -> None:
+        """One JSON document on stdout; the failures are in it and, as in text mode, on stderr."""
+        import json
+
+        print(json.dumps({**self.to_dict(), **(extra or {})}))
+        for f in self.failed[:20]:
+            print(f"  failed: {f}", file=sys.stderr)
 
     def print(self, title: str, extra: list[tuple[str, str]] | None = None) -> None:
-        rate = f"  ({self.archived / self.wall_s:.1f} jobs/s)" if self.wall_s > 0 and self.archived else ""
+        rate = f"  ({self.jobs_per_s:.1f} jobs/s)" if self.jobs_per_s else ""
         rows = [
             ("jobs archived", str(self.archived)),
             ("failures", str(len(self.failed))),
             ("skipped (already archived)", str(self.skipped)),
-            ("wall time", f"{self.wall_s:.2f} s{rate}"),
-            ("written", f"{self.bytes_written / 1e6:.1f} MB"),
+            ("wall time", f"{self.wall_s:.2f} s"),
+            ("  warm-up", f"{self.warmup_s:.2f} s  ({self.warmup_note})"),
+            ("  archiving", f"{self.wall_s - self.warmup_s:.2f} s{rate}"),
+            ("written (gzip + meta.json)", f"{self.bytes_written / 1e6:.1f} MB"),
         ]
-        rows += [(f"worker time in {k}", f"{v:.2f} s") for k, v in self.phases.items()]
+        order = {k: i for i, k in enumerate(PHASES)}
+        phases = sorted(self.phases.items(), key=lambda kv: order.get(kv[0], len(order)))
+        rows += [(f"worker time in {k}", f"{v:.2f} s") for k, v in phases]
         if self.unfinished:
             rows.append(("left pending", f"{len(self.unfinished)} jobs (archived at the next run)"))
         rows += extra or []
@@ -60,12 +94,11 @@ def run_batch(
 ) -> BatchSummary:
     """Start an Archiver, trigger the ids ``select(archiver)`` yields, wait, shut down; ``retry``
     (a :class:`~ccarchive.pipeline.RetryPolicy`) paces transient failures (default: the pipeline's)."""
-    from tqdm import tqdm
-
+    from ..logs import progress as progress_display
     from ..pipeline import Archiver, ShutdownTimeoutError
 
     summary = BatchSummary()
-    bar = tqdm(total=0, desc=desc, unit="job", disable=not progress, file=sys.stderr, dynamic_ncols=True)
+    bar = progress_display(0, desc, enabled=progress)
 
     def on_result(msg: Any) -> None:
         if msg.kind == "done":
@@ -93,6 +126,7 @@ def run_batch(
     t0 = time.perf_counter()
     try:
         archiver.start()
+        summary.warmup_s = time.perf_counter() - t0
         ids = list(select(archiver))
         bar.total = len(ids)
         bar.refresh()

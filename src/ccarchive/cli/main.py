@@ -95,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
     parser.add_argument("--log-format", choices=("plain", "json"), default="plain", help="log line format")
-    parser.add_argument("--version", action="version", version=_version())
+    parser.add_argument("-V", "--version", action=_VersionAction,
+                        help="print the version, git commit (of a checkout), Python and numba versions")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, summary) in COMMANDS.items():
         p = sub.add_parser(name, help=summary, description=summary)
@@ -104,10 +105,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _version() -> str:
-    from .. import __version__
+class _VersionAction(argparse.Action):
+    """``--version``: computed only when asked for (argparse's own action formats it up front)."""
 
-    return f"ccarchive {__version__}"
+    def __init__(self, option_strings: list[str], dest: str, help: str | None = None) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        from ..buildinfo import version_text
+
+        print(version_text())
+        parser.exit(EXIT_OK)
 
 
 def _command_module(module: str):  # type: ignore[no-untyped-def]

@@ -10,7 +10,10 @@ Two kinds of sources, chosen so that no number is counted twice in two places:
   per-job duration histograms, the lag from job stop to archive, skipped jobs by reason; and by the
   HTTP/NATS layer: stop events and triggers by outcome.
 
-Metric names start with ``ccarchive_``; counters end in ``_total`` in the exposition.
+Metric names start with ``ccarchive_``; counters end in ``_total`` in the exposition.  Beside them,
+``ccarchive_build_info`` (version, git commit, Python, numba as labels, value 1) and the standard
+``process_*`` metrics of the sidecar process (CPU seconds, resident memory, open file descriptors,
+start time).
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
+    ProcessCollector,
     disable_created_metrics,
     generate_latest,
 )
@@ -60,7 +65,7 @@ class _LiveCollector:
                   1.0 if status.get("state") == "running" else 0.0),
             gauge("ccarchive_queue_depth", "jobs waiting in the archive queue (max 128)", status.get("queued", 0)),
             gauge("ccarchive_in_flight", "jobs the worker is archiving now (0 or 1)",
-                  0.0 if status.get("in_flight") is None else 1.0),
+                  0.0 if status.get("in_flight_db_id") is None else 1.0),
             gauge("ccarchive_pending_jobs", "jobs accepted and not finished: queued, in flight or waiting for a retry",
                   status.get("pending", 0)),
             gauge("ccarchive_retry_wait_jobs", "jobs waiting for a retry after a transient failure",
@@ -133,6 +138,13 @@ class ServiceMetrics:
         self.http_requests = Counter("ccarchive_http_requests", "HTTP requests by endpoint and status code",
                                      ["endpoint", "code"], registry=r)
         r.register(_LiveCollector(self))
+        ProcessCollector(registry=r)  # process_* of the sidecar itself (Linux /proc), as Go services export
+        from ..buildinfo import build_info
+
+        info = build_info()
+        Gauge("ccarchive_build_info", "always 1; the labels say which build runs",
+              ["version", "python", "numba", "commit"], registry=r).labels(
+            info["version"], info["python"], info["numba"], info.get("commit", "")).set(1)
 
     def attach(self, archiver: Any, nats: Any = None) -> None:
         self.archiver, self.nats = archiver, nats
