@@ -11,6 +11,7 @@ import socket
 import time
 
 import jwt
+import numpy as np
 import pytest
 from ccms_server import CCMSServer, Store, assert_archived, expected_data, make_truth, run_pipeline
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -210,3 +211,49 @@ def test_pipeline_archives_jobs_from_ccms_and_retries_transient_errors(tmp_path,
     assert failed and all(m.transient and "HTTP 500" in m.message for m in failed)
     for job, truth in zip(jobs, truths, strict=True):
         assert_archived(arch, job, expected_data(job, fritz, truth))
+
+
+# ---- the answer decoder: the usual answer as one block, anything else entry by entry -------------
+
+def _answer(*entries: str) -> bytes:
+    return ('{"results":[[' + ",".join(entries) + "]]}").encode()
+
+
+def test_decoder_takes_a_host_s_ids_over_the_same_times_as_one_block():
+    from ccarchive.sources.ccms import decode_answer
+
+    (entries,), _ = decode_answer(_answer('{"data":[1.5,2],"from":60,"to":180,"resolution":60,"avg":1}',
+                                          '{"data":[null,4.25],"from":60,"to":180,"resolution":60,"avg":4}'))
+    assert len(entries) == 1 and entries[0].rows == 2 and (entries[0].frm, entries[0].to) == (60, 180)
+    np.testing.assert_array_equal(entries[0].values, [[1.5, 2.0], [np.nan, 4.25]])
+    single = entries[0].split()
+    assert [e.rows for e in single] == [1, 1]
+    np.testing.assert_array_equal(np.vstack([e.values for e in single]), entries[0].values)
+
+
+@pytest.mark.parametrize("second", [
+    '{"error":"metric or host not found","from":60,"to":180,"resolution":60}',  # v0.1.1's missing id
+    '{"data":[3],"from":60,"to":180,"resolution":60}',  # shorter
+    '{"data":[3,4],"from":120,"to":240,"resolution":60}',  # other times
+])
+def test_decoder_reads_entry_by_entry_where_they_differ(second):
+    from ccarchive.sources.ccms import decode_answer
+
+    (entries,), _ = decode_answer(_answer('{"data":[1,2],"from":60,"to":180,"resolution":60}', second))
+    assert [e.rows for e in entries] == [1, 1]
+    assert entries[0].values.tolist() == [[1.0, 2.0]] and entries[0].error is None
+    assert (entries[1].error is not None) == ("error" in second)
+
+
+@pytest.mark.parametrize("second, why", [
+    ('{"data":[true],"from":60,"to":120,"resolution":60}', "not numeric"),  # [true] == [1] in Python
+    ('{"data":[3],"from":60,"resolution":60}', "from/to"),
+    ('{"data":[3],"from":60.0,"to":120,"resolution":60}', "from/to"),
+    ('[3]', "not an object"),
+])
+def test_decoder_names_a_bad_entry_after_a_good_one(second, why):
+    from ccarchive.sources.ccms import BadEntry, decode_answer
+
+    with pytest.raises(BadEntry, match=why) as e:
+        decode_answer(_answer('{"data":[1.5],"from":60,"to":120,"resolution":60}', second))
+    assert (e.value.query, e.value.index) == (0, 1)

@@ -20,13 +20,14 @@ from ccarchive.archive import open_archive
 from ccarchive.core import archive_job
 from ccarchive.demo import embedded_cluster
 from ccarchive.errors import InputError
+from ccarchive.jobdb import JobDB
 from ccarchive.loading import load_job_data, native_requests
 from ccarchive.scopes import plan_job
 from ccarchive.sources.ccms import NOT_FOUND, CCMetricStoreSource
 from ccarchive.sources.http import TimeoutPolicy
 from ccarchive.sources.registry import source_from_spec
 from ccarchive.sources.synthetic import synthetic_job
-from ccarchive.worker import is_transient
+from ccarchive.worker import JobRef, WorkerConfig, archive_one, is_transient, look_ahead, open_environment
 
 FRITZ = embedded_cluster("fritz")
 ALEX = embedded_cluster("alex")
@@ -327,6 +328,67 @@ def test_pipeline_archives_jobs_from_the_real_store(tmp_path, store):
     assert [db.get_job(i).monitoring_status for i in ids] == [3, 3, 3]
     for job, truth in zip(jobs, truths, strict=True):
         assert_archived(arch, job, expected_data(job, FRITZ, truth))
+
+
+def _worker_env(root, store, **spec):
+    arch = open_archive(f"file://{root}/archive", create=True)
+    arch.store_cluster(FRITZ)
+    cfg = WorkerConfig(job_db=str(root / "job.db"), archive_url=f"file://{root}/archive",
+                       state_db=str(root / "state.db"),
+                       source={"kind": "cc-metric-store", "url": store.url, "token": store.token, **spec})
+    return cfg, open_environment(cfg), arch
+
+
+def test_worker_looking_ahead_archives_what_one_request_per_metric_archives(tmp_path, store):
+    """The worker opens the next job's requests while it archives the current one (all of a small
+    job's metrics in one or two requests): the same archive, byte for byte, as archiving one job
+    at a time with one request per metric, and what was written."""
+    start = now_minute() - 5 * HOUR
+    jobs = [synthetic_job(FRITZ, "main", 7100 + k, start + 900 * k, 1, HOUR, first_node=180 + k)
+            for k in range(4)]  # every fritz metric, 72 hwthreads: 35 k samples a job
+    truths = [make_truth(job, FRITZ, seed=80 + k) for k, job in enumerate(jobs)]
+    del truths[1]["ipc"][(jobs[1].hostnames[0], "2")]  # a missing id: an error entry amid the block
+    for job, truth in zip(jobs, truths, strict=True):
+        fill(store, FRITZ, job, truth)
+    archives = {}
+    for name, spec in (("ahead", {}), ("per-metric", {"max-points-per-request": 72 * 61})):
+        root = tmp_path / name
+        root.mkdir()
+        ids = JobDB.create(root / "job.db").insert_jobs(jobs)
+        cfg, env, archives[name] = _worker_env(root, store, **spec)
+        sent = spy(env["source"])
+        for k, ref in enumerate(JobRef(i) for i in ids):
+            if name == "ahead" and k + 1 < len(ids):
+                look_ahead(JobRef(ids[k + 1]), cfg, env, lambda: False)
+                assert ids[k + 1] in env["ahead"]
+            assert archive_one(ref, cfg, env, lambda: False).kind == "done"
+        env["source"].close()
+        per_request = [[q["metric"] for q in s["body"]["queries"]] for s in sent]
+        if name == "ahead":  # a small job is one request, sent once (ahead), used by its turn
+            assert len(sent) == len(jobs)
+        else:  # at most 72 x 61 samples a request: one hwthread metric each
+            hw = {m.name for m in FRITZ.metric_config if m.scope == "hwthread"}
+            assert sum(len(set(ms) & hw) == 1 and len(ms) == 1 for ms in per_request) == len(hw) * len(jobs)
+    for job, truth in zip(jobs, truths, strict=True):
+        assert_archived(archives["ahead"], job, expected_data(job, FRITZ, truth))
+        assert archives["ahead"].load_data_bytes(job) == archives["per-metric"].load_data_bytes(job)
+
+
+def test_a_job_opened_ahead_that_changed_meanwhile_is_read_again(tmp_path, store):
+    job = synthetic_job(FRITZ, "main", 7200, now_minute() - 5 * HOUR, 1, 600, first_node=190)
+    fill(store, FRITZ, job, make_truth(job, FRITZ, seed=90))
+    db = JobDB.create(tmp_path / "job.db")
+    (db_id,) = db.insert_jobs([job])
+    cfg, env, arch = _worker_env(tmp_path, store)
+    look_ahead(JobRef(db_id), cfg, env, lambda: False)
+    loader = env["ahead"][db_id][1]
+    db.mark_archived(db_id, {}, {}, 0.0)  # archived by someone else meanwhile
+    msg = archive_one(JobRef(db_id), cfg, env, lambda: False)
+    assert msg.kind == "skipped" and "already archived" in msg.message
+    assert db_id not in env["ahead"] and loader._answers is None  # its requests dropped
+    with pytest.raises(InputError, match="no archived job"):
+        arch.load_meta_bytes(job)
+    env["source"].close()
 
 
 def test_missing_binary_fails_under_ci_and_skips_elsewhere(tmp_path, monkeypatch):

@@ -228,6 +228,7 @@ def archive_job(
     cancelled: Callable[[], bool] | None = None,
     sink: ParquetSink | None = None,
     keep_data: bool = True,
+    loader: JobLoader | None = None,
 ) -> ArchiveResult:
     """Load a finished job's metrics from ``source``, compute statistics, write it to ``archive``.
 
@@ -236,11 +237,13 @@ def archive_job(
     each metric is loaded, summarised, encoded and written before the next one is fetched; with
     ``keep_data=False`` (the archiving worker) its sample arrays are dropped afterwards, so memory
     stays at about one metric's arrays however large the job (``result.data`` then holds the
-    series and their statistics without samples).
+    series and their statistics without samples).  ``loader``: this job's loader, made (and
+    perhaps started) by the caller, who closes it.
     """
     check_job(job, cluster)
     phases: dict[str, float] = {}
-    loader = JobLoader(job, cluster, source, core_scope_max_nodes=core_scope_max_nodes, cancelled=cancelled)
+    if loader is None:
+        loader = JobLoader(job, cluster, source, core_scope_max_nodes=core_scope_max_nodes, cancelled=cancelled)
     timer = _Timer(phases)
 
     def loaded() -> Entries:

@@ -1,4 +1,4 @@
-"""Load a job's metric data at the effective scopes of spec §3.
+"""Load a job's metric data at the effective scopes (docs/format.md, "Scopes").
 
 For each metric the scope plan (``ccarchive.scopes``) says which series the archive gets and
 which native series make up each of them.  The source is asked once per metric for the union of
@@ -8,12 +8,14 @@ series.  Missing hosts and metrics are collected as warnings; only a job without
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
+import numpy.typing as npt
 
 from .errors import NoDataError
 from .kernels.aggregate import aggregate
@@ -42,26 +44,38 @@ def _id_order(i: str) -> tuple[int, int, str]:
     return (0, int(i), "") if i.isdigit() else (1, 0, i)
 
 
+@functools.lru_cache(maxsize=4096)
+def sorted_ids(ids: tuple[str, ...]) -> tuple[str, ...]:
+    """``ids`` without repeats, in numeric order (names after numbers).  Cached: the jobs of a
+    cluster ask for the same few id sets (a node's hwthreads, sockets) over and over."""
+    return tuple(sorted(set(ids), key=_id_order))
+
+
 def native_requests(plans: list[ScopePlan]) -> list[SeriesRequest]:
     """One request per host (first-seen order) with the union of the native ids all plans need."""
-    wanted: dict[str, set[str] | None] = {}
+    wanted: dict[str, list[str] | None] = {}
     for plan in plans:
         for ps in plan.series:
             if ps.members is None:
                 wanted.setdefault(ps.hostname, None)
             else:
-                got = wanted.setdefault(ps.hostname, set())
+                got = wanted.setdefault(ps.hostname, [])
                 if got is not None:
-                    got.update(ps.members)
-    return [
-        SeriesRequest(h, None if ids is None else tuple(sorted(ids, key=_id_order)))
-        for h, ids in wanted.items()
-    ]
+                    got += ps.members
+    return [SeriesRequest(h, None if ids is None else sorted_ids(tuple(ids))) for h, ids in wanted.items()]
 
 
 def _aggregate_plan(plan: ScopePlan, native: JobMetric) -> JobMetric | None:
     """Build the planned series of one (metric, effective scope) from fetched native rows."""
-    row_of = {(h, i): r for r, (h, i) in enumerate(zip(native.hostnames, native.ids, strict=True))}
+    row_of = dict(zip(zip(native.hostnames, native.ids, strict=True), range(native.num_series), strict=True))
+    single = [(ps.hostname, None if ps.members is None else ps.members[0]) for ps in plan.series
+              if ps.members is None or len(ps.members) == 1]
+    if len(single) == len(plan.series):  # one member each (core scope of a 1-thread-per-core node, ...)
+        found = [row_of.get(k) for k in single]
+        if None not in found:  # ... and all of them fetched: the rows as they are, without a loop
+            data, lengths = _pick(native, found)  # type: ignore[arg-type]
+            return JobMetric(native.unit, native.timestep, [ps.hostname for ps in plan.series],
+                             [ps.id for ps in plan.series], data, lengths)
     member_rows: list[int] = []
     groups: list[int] = []
     hostnames: list[str] = []
@@ -78,19 +92,20 @@ def _aggregate_plan(plan: ScopePlan, native: JobMetric) -> JobMetric | None:
         groups.extend([g] * len(rows))
     if not hostnames:
         return None
-    rows_arr = np.asarray(member_rows, dtype=np.int64)
-    if len(rows_arr) == native.num_series and np.array_equal(rows_arr, np.arange(len(rows_arr))):
-        members = np.ascontiguousarray(native.data, dtype=np.float64)  # all fetched rows, in order: no copy
-        member_lengths = np.ascontiguousarray(native.lengths, dtype=np.int64)
-    else:
-        members = np.ascontiguousarray(native.data[rows_arr], dtype=np.float64)
-        member_lengths = np.ascontiguousarray(native.lengths[rows_arr], dtype=np.int64)
-    if len(rows_arr) == len(hostnames):  # one member each: no arithmetic
-        data, lengths = members, member_lengths
-    else:
-        data, lengths = aggregate(members, member_lengths, np.asarray(groups, dtype=np.int64), len(hostnames),
+    data, lengths = _pick(native, member_rows)
+    if len(member_rows) != len(hostnames):  # (one member each: no arithmetic)
+        data, lengths = aggregate(data, lengths, np.asarray(groups, dtype=np.int64), len(hostnames),
                                   _AGG_MODE.get(plan.metric.aggregation, 0))
     return JobMetric(native.unit, native.timestep, hostnames, ids, data, lengths)
+
+
+def _pick(native: JobMetric, rows: list[int]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:
+    """Rows ``rows`` of ``native``: data (contiguous float64) and lengths."""
+    if len(rows) == native.num_series and rows == list(range(len(rows))):  # all rows, in order: no copy
+        return np.ascontiguousarray(native.data, dtype=np.float64), np.ascontiguousarray(native.lengths, dtype=np.int64)
+    picked = np.asarray(rows, dtype=np.int64)
+    return (np.ascontiguousarray(native.data[picked], dtype=np.float64),
+            np.ascontiguousarray(native.lengths[picked], dtype=np.int64))
 
 
 #: A native fetch covers at most this many samples (2 MiB of float64; a host with more is fetched
@@ -197,6 +212,26 @@ class JobLoader:
         for p in plan_job(job, cluster, core_scope_max_nodes=core_scope_max_nodes):
             self.plans.setdefault(p.metric.name, []).append(p)
 
+    def start(self) -> None:
+        """Send the job's first requests now, without waiting for them (a source with
+        ``fetch_many``): the worker opens the next queued job this way while it archives the
+        current one, so the store answers during that job's encoding and writing."""
+        if getattr(self.source, "load_job", None) is None:  # (a replay reads whole jobs)
+            self._open()
+
+    def _open(self) -> None:
+        fetch_many = getattr(self.source, "fetch_many", None)
+        if self._answers is None and fetch_many is not None:
+            self._answers = iter(fetch_many(self.job, self.cluster,
+                                            [c for name in sorted(self.plans) for c in self._calls(name)]))
+
+    def close(self) -> None:
+        """Drop the requests of a started loader that is not iterated to its end."""
+        answers, self._answers = self._answers, None
+        close = getattr(answers, "close", None)
+        if close is not None:
+            close()  # stops requests not yet sent
+
     def _whole_job(self) -> JobData | None:
         """Sources whose stored data is already at the effective scopes (the archive replay) may
         offer ``load_job(job, cluster, core_scope_max_nodes=...) -> (JobData, missing) | None``."""
@@ -267,10 +302,7 @@ class JobLoader:
                 found = found or bool(whole[name])
                 yield name, whole[name]
         else:
-            fetch_many = getattr(self.source, "fetch_many", None)
-            if fetch_many is not None:
-                self._answers = iter(fetch_many(self.job, self.cluster,
-                                                [c for name in sorted(self.plans) for c in self._calls(name)]))
+            self._open()
             try:
                 for name in sorted(self.plans):
                     scopes = self.load_metric(name)
@@ -279,10 +311,7 @@ class JobLoader:
                         yield name, scopes
                     del scopes  # not alive while the next metric is fetched
             finally:
-                answers, self._answers = self._answers, None
-                close = getattr(answers, "close", None)
-                if close is not None:
-                    close()  # stops requests not yet sent
+                self.close()
         for line in self.report.missing:
             log.warning("%s: %s", self.job.label, line)
         if not found:

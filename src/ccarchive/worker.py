@@ -95,6 +95,7 @@ def warm_up() -> None:
     from .core import archive_job
     from .demo import embedded_cluster
     from .formats.compress import BLOCK_BYTES, SETTINGS
+    from .kernels import jsonnum
     from .sources.synthetic import SyntheticSource, synthetic_job
 
     cluster = embedded_cluster("fritz")
@@ -105,6 +106,7 @@ def warm_up() -> None:
     with tempfile.TemporaryDirectory(prefix="ccarchive-warm-up-") as tmp:
         archive_job(job, source=SyntheticSource(seed=1), archive=open_archive(tmp, create=True), cluster=cluster,
                     keep_data=False)
+    jsonnum.warm_up()  # the metric store's answers are parsed by these kernels
 
 
 def _hook_payload(job: Any, path: str) -> dict[str, Any]:
@@ -119,22 +121,10 @@ def _hook_payload(job: Any, path: str) -> dict[str, Any]:
 
 
 def is_transient(exc: BaseException) -> bool:
-    from .errors import TransientError
+    """Whether the parent should retry the job (the rule :mod:`ccarchive.retry` keeps for everyone)."""
+    from .retry import is_transient as transient
 
-    if isinstance(exc, TransientError):
-        return True
-    from .backends import is_transient_backend_error
-
-    if is_transient_backend_error(exc):
-        return True
-    import sqlite3
-
-    if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
-        return True
-    # network and backend hiccups surface as OSError subclasses from sockets, fsspec and s3fs
-    return isinstance(exc, (TimeoutError, ConnectionError)) or (
-        isinstance(exc, OSError) and exc.errno in (110, 111, 112, 113, 104)
-    )
+    return transient(exc)
 
 
 STORAGE_FULL = "storage-full"
@@ -160,12 +150,42 @@ def is_storage_full(exc: BaseException) -> bool:
     return False
 
 
+def look_ahead(ref: JobRef, cfg: WorkerConfig, env: dict[str, Any], cancelled: Callable[[], bool]) -> None:
+    """Read the next queued job and send its first metric requests now, so a remote store answers
+    while the current job is encoded, written and recorded (for small jobs the store's answer
+    time is most of a job).  Nothing is written for it and it is not reported started: if the
+    worker dies, the parent still has it queued.  A failure here is left for the job's own turn,
+    which reports it."""
+    from .core import check_job
+    from .loading import JobLoader
+
+    try:
+        job = env["jobdb"].get_job(ref.db_id)
+        if job.monitoring_status in (0, 3) and not ref.force:
+            return
+        cluster = env["archive"].load_cluster(job.cluster)
+        check_job(job, cluster)
+        loader = JobLoader(job, cluster, env["source"], core_scope_max_nodes=cfg.core_scope_max_nodes,
+                           cancelled=cancelled)
+        loader.start()
+    except Exception as e:  # noqa: BLE001 - reported when the job itself runs
+        log.debug("job %s: not opened ahead: %s", ref.db_id, e)
+        return
+    env.setdefault("ahead", {})[ref.db_id] = (job, loader)
+
+
+def drop_ahead(env: dict[str, Any], db_id: int) -> tuple[Any, Any] | None:
+    """The job and loader :func:`look_ahead` opened for ``db_id`` (None if it did not)."""
+    return env.get("ahead", {}).pop(db_id, None)
+
+
 def archive_one(ref: JobRef, cfg: WorkerConfig, env: dict[str, Any], cancelled: Any) -> Message:
     """Steps 1-5 for one job; any exception becomes a failed Message."""
     from .core import archive_job
     from .errors import CancelledError
 
     jobdb, archive, source = env["jobdb"], env["archive"], env["source"]
+    ahead = drop_ahead(env, ref.db_id)
     try:
         job = jobdb.get_job(ref.db_id)                                            # 1
         if job.monitoring_status in (0, 3) and not ref.force:
@@ -175,9 +195,10 @@ def archive_one(ref: JobRef, cfg: WorkerConfig, env: dict[str, Any], cancelled: 
         cluster = archive.load_cluster(job.cluster)
         if cancelled():
             raise CancelledError(f"{job.label}: cancelled before loading")
+        loader = ahead[1] if ahead is not None and ahead[0] == job else None  # unchanged since opened
         result = archive_job(job, source=source, archive=archive, cluster=cluster,  # 2-4
                              core_scope_max_nodes=cfg.core_scope_max_nodes, cancelled=cancelled,
-                             sink=env.get("sink"), keep_data=False)
+                             sink=env.get("sink"), keep_data=False, loader=loader)
         t0 = time.perf_counter()
         final = result.job
         jobdb.mark_archived(ref.db_id, final.footprint or {}, final.energy_footprint or {}, final.energy)  # 5
@@ -189,6 +210,9 @@ def archive_one(ref: JobRef, cfg: WorkerConfig, env: dict[str, Any], cancelled: 
         return Message("cancelled", ref.db_id, ref.attempt, reason=e.reason, message=str(e))
     except Exception as e:  # noqa: BLE001 - classified below; the worker must survive anything a job does
         return _failure(ref, e)
+    finally:
+        if ahead is not None:
+            ahead[1].close()  # requests of a loader not used (or not iterated to its end)
 
 
 def _failure(ref: JobRef, e: Exception) -> Message:
@@ -291,23 +315,36 @@ def worker_main(cfg: WorkerConfig, queue: Any, results: Any, cancel: Any) -> Non
                 return True
         return cancelled()
 
+    taken: list[JobRef | None] = []  # the next queue item, taken early to look ahead
     while True:
-        try:
-            ref = queue.get(timeout=1.0)
-        except Empty:
-            flush_sink(env)
-            if os.getppid() != parent:
-                return
-            continue
+        if taken:
+            ref = taken.pop()
+        else:
+            try:
+                ref = queue.get(timeout=1.0)
+            except Empty:
+                flush_sink(env)
+                if os.getppid() != parent:
+                    return
+                continue
         if ref is None:
             flush_sink(env)
             break
         if cancelled():
+            ahead = drop_ahead(env, ref.db_id)
+            if ahead is not None:
+                ahead[1].close()
             results.send(Message("cancelled", ref.db_id, ref.attempt, reason="cancelled",
                                  message=f"job {ref.db_id}: not started, shutting down"))
             continue
         try:
             results.send(Message("started", ref.db_id, ref.attempt, pid=pid))
+            try:
+                taken.append(queue.get_nowait())
+                if taken[0] is not None:
+                    look_ahead(taken[0], cfg, env, cancelled)
+            except Empty:
+                pass
             results.send(archive_until_space(ref, cfg, env, cancelled, results.send, wait_or_cancelled))
         except (BrokenPipeError, OSError):
             return  # the parent is gone; the job DB still says pending where it matters

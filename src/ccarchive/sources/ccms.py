@@ -37,12 +37,11 @@ an earlier one is parsed and archived.  Each request's timeout is sized by its s
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import threading
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -53,6 +52,7 @@ import numpy.typing as npt
 from ..errors import FormatError, InputError
 from ..kernels.aggregate import AVG, SUM, aggregate
 from ..kernels.jsonnum import parse_document
+from ..loading import sorted_ids
 from ..model import JobMetric
 from .base import FetchResult, SeriesRequest
 from .http import HttpClient, HttpStatusError, JobGrid, TimeoutPolicy, check_http_spec, pack_requests, place
@@ -69,8 +69,8 @@ log = logging.getLogger(__name__)
 NOT_FOUND = "metric or host not found"
 #: Requests smaller than this many samples are packed together (a 1-node job is one round trip).
 MERGE_POINTS = 50_000
-#: ... except the first, kept below this: its metric arrives (and is archived) while the store
-#: builds the rest.
+#: ... except the first of a larger job, kept below this: its metric arrives (and is archived)
+#: while the store builds the rest.
 FIRST_POINTS = 10_000
 #: Fetches are opened (their arrays allocated, their requests sent) ahead of the consumer up to
 #: this many samples per request thread: 8 MiB of float64 each.
@@ -84,20 +84,12 @@ _NOT_STORED = "cc-metric-store has no such series (host or metric unknown)"
 _NO_SAMPLES = "no samples in the job's time range"
 
 
-def _id_key(i: str) -> tuple[int, int, str]:
-    return (0, int(i), "") if i.isdigit() else (1, 0, i)
-
-
-@functools.lru_cache(maxsize=1024)
-def _sorted_ids(ids: tuple[str, ...]) -> tuple[str, ...]:
-    """Ids in numeric order (one sort per id set: a job asks for the same few sets over and over)."""
-    return tuple(sorted(ids, key=_id_key))
-
-
 @dataclass(slots=True)
 class Entry:
     """One decoded answer entry: ``error``, or ``count`` samples (NaN = null) from ``frm`` to ``to``
-    at ``offset`` in the answer's one value array ``base``."""
+    at ``offset`` in the answer's one value array ``base``.  With ``rows`` > 1 it stands for that
+    many consecutive entries of one query over the same times (a host's ids, the usual answer),
+    their samples one after the other: decoded and placed as one block."""
 
     error: str | None
     frm: int
@@ -106,10 +98,17 @@ class Entry:
     base: npt.NDArray[np.float64]
     offset: int = 0
     count: int = 0
+    rows: int = 1
 
     @property
     def values(self) -> npt.NDArray[np.float64]:
-        return self.base[self.offset:self.offset + self.count]
+        """The samples, one row per entry."""
+        return self.base[self.offset:self.offset + self.rows * self.count].reshape(self.rows, self.count)
+
+    def split(self) -> list[Entry]:
+        """The single entries of a block."""
+        return [Entry(None, self.frm, self.to, self.resolution, self.base, self.offset + r * self.count, self.count)
+                for r in range(self.rows)]
 
 
 class BadEntry(ValueError):
@@ -147,6 +146,10 @@ def decode_answer(raw: bytes) -> tuple[list[list[Entry]], npt.NDArray[np.float64
         entries = entries_of(listed)
         if entries is None:
             raise BadEntry(q, -1, "result is not a list of entries")
+        block = _as_block(entries, base, offsets, counts)
+        if block is not None:
+            out.append([block])
+            continue
         decoded = []
         for i, e in enumerate(entries):
             if not isinstance(e, dict):
@@ -166,6 +169,35 @@ def decode_answer(raw: bytes) -> tuple[list[list[Entry]], npt.NDArray[np.float64
                                  0 if k is None else int(offsets[k]), 0 if k is None else int(counts[k])))
         out.append(decoded)
     return out, base
+
+
+def _as_block(entries: list[Any], base: npt.NDArray[np.float64], offsets: list[int],
+              counts: list[int]) -> Entry | None:
+    """The entries of one query as one block :class:`Entry` when they are the usual answer:
+    objects without error over the same ``from``/``to``/``resolution``, whose ``data`` are the
+    consecutive number arrays ``k0, k0 + 1, ...`` of equal length.  None otherwise: the caller
+    then checks entry by entry (and names a bad one)."""
+    if not entries:
+        return None
+    try:
+        times = {(e["from"], e["to"], e.get("resolution"), e.get("error"),  # (60.0 == 60: types too)
+                  type(e["from"]), type(e["to"]), type(e.get("resolution"))) for e in entries}
+        markers = [e["data"] for e in entries]
+        k0 = markers[0][0]
+    except (KeyError, TypeError, AttributeError, IndexError):
+        return None
+    if len(times) != 1 or type(k0) is not int:
+        return None
+    ((frm, to, res, error, *_),) = times
+    n = len(entries)
+    if error is not None or type(frm) is not int or type(to) is not int or not (res is None or type(res) is int) \
+            or not 0 <= k0 <= len(counts) - n or markers != [[k] for k in range(k0, k0 + n)] \
+            or any(type(m[0]) is not int for m in markers):  # (True == 1: a marker is an int)
+        return None
+    count = counts[k0]
+    if counts[k0:k0 + n] != [count] * n or offsets[k0 + n - 1] - offsets[k0] != (n - 1) * count:
+        return None
+    return Entry(None, frm, to, res or 0, base, offsets[k0], count, n)
 
 
 @dataclass
@@ -280,8 +312,11 @@ class CCMetricStoreSource:
 
         return next(iter(self.fetch_many(job, cluster, [FetchCall(metric, scope, requests)])))
 
-    def fetch_many(self, job: Job, cluster: Cluster, calls: Iterable[FetchCall]) -> Iterator[FetchResult]:
+    def fetch_many(self, job: Job, cluster: Cluster, calls: Iterable[FetchCall]) -> FetchAnswers:
         """The results of ``calls`` in order, with requests in flight ahead of the consumer.
+
+        The first requests are sent before this returns, so a worker can open the next job's
+        fetches while it still archives the current one; ``close()`` the answers to drop the rest.
 
         A call with ``series`` gets one row per planned series, aggregated by the store.  An answer
         with samples is what aggregating the native members gives here (NaN where the first member
@@ -289,27 +324,7 @@ class CCMetricStoreSource:
         that do not align) or an answer without any sample (the first member has none in the
         window, so it would not count here) is replaced by the native members, aggregated here.
         """
-        waiting = deque(calls)
-        opened: deque[_Call] = deque()
-        budget = READ_AHEAD_SAMPLES * self.max_concurrency
-        try:
-            while waiting or opened:
-                batch: list[_Call] = []
-                in_flight = sum(c.samples for c in opened)
-                while waiting:
-                    size = _samples(job, waiting[0])
-                    if (opened or batch) and in_flight + size > budget:
-                        break
-                    batch.append(self._new_call(job, waiting.popleft()))
-                    in_flight += size
-                self._submit(job, cluster, [r for c in batch for r in self._requests(c, c.requests)])
-                opened.extend(batch)
-                call = opened.popleft()
-                yield self._finish(job, cluster, call)
-        finally:
-            for c in opened:
-                for f in c.futures:
-                    f.cancel()
+        return FetchAnswers(self, job, cluster, calls)
 
     # ---- planning
 
@@ -318,7 +333,7 @@ class CCMetricStoreSource:
         if spec.series is None:
             return _native_call(spec.metric, spec.scope, grid, spec.requests)
         series = tuple(spec.series)
-        reqs = [SeriesRequest(s.hostname, _sorted_ids(tuple(s.members or ()))) for s in series]
+        reqs = [SeriesRequest(s.hostname, sorted_ids(tuple(s.members or ()))) for s in series]
         return _with_rows(_Call(spec.metric, spec.scope, grid, reqs, series), [(s.hostname, s.id) for s in series])
 
     def _requests(self, call: _Call, reqs: list[SeriesRequest], *, single_ids: bool = False) -> list[_Request]:
@@ -355,15 +370,18 @@ class CCMetricStoreSource:
         """Pack small requests over the same time range together and send them all."""
         merged: list[_Request] = []
         limit = min(MERGE_POINTS, self.max_points)
-        for r in requests:
+        sizes = [sum(p.points for p in r.parts) for r in requests]
+        first = limit if sum(sizes) <= limit else min(limit, FIRST_POINTS)  # a small job: one request
+        last_size = 0
+        for r, size in zip(requests, sizes, strict=True):
             last = merged[-1] if merged else None
-            size = sum(p.points for p in r.parts)
-            cap = min(limit, FIRST_POINTS) if len(merged) == 1 else limit  # the first answer early
-            if last is not None and (last.frm, last.to) == (r.frm, r.to) \
-                    and sum(p.points for p in last.parts) + size <= cap:
+            cap = first if len(merged) == 1 else limit
+            if last is not None and (last.frm, last.to) == (r.frm, r.to) and last_size + size <= cap:
                 last.parts.extend(r.parts)
+                last_size += size
             else:
                 merged.append(_Request(r.frm, r.to, list(r.parts)))
+                last_size = size
         pool = self._executor()
         for r in merged:
             future = pool.submit(self._send, job, cluster, r)
@@ -453,7 +471,7 @@ class CCMetricStoreSource:
                              reason="source-refused") from None
         where = [(p, q) for p in req.parts for q in range(len(p.queries))]
         try:
-            results, values = decode_answer(raw)
+            results, _ = decode_answer(raw)
         except BadEntry as e:
             p, q = where[e.query] if 0 <= e.query < len(where) else (req.parts[0], 0)
             raise FormatError(f"{job.label}: metric {p.call.metric.name}, host {p.queries[q]['host']}: "
@@ -463,7 +481,55 @@ class CCMetricStoreSource:
         if len(results) != len(queries):
             raise FormatError(f"{what}: cc-metric-store sent {len(results)} results for {len(queries)} queries")
         for (part, q), entries in zip(where, results, strict=True):
-            _take(job, part, req, part.queries[q], part.keys[q], entries, values)
+            _take(job, part, part.queries[q], part.keys[q], entries)
+
+
+class FetchAnswers:
+    """The answers of one job's fetches, in call order (what :meth:`CCMetricStoreSource.fetch_many`
+    returns): calls are opened (arrays allocated, requests sent) up to a sample budget ahead of
+    the one being consumed."""
+
+    def __init__(self, source: CCMetricStoreSource, job: Job, cluster: Cluster, calls: Iterable[FetchCall]) -> None:
+        self.source, self.job, self.cluster = source, job, cluster
+        self.waiting = deque(calls)
+        self.opened: deque[_Call] = deque()
+        self.budget = READ_AHEAD_SAMPLES * source.max_concurrency
+        self._open()
+
+    def _open(self) -> None:
+        """Open waiting calls while the samples in flight stay within the budget (at least one)."""
+        batch: list[_Call] = []
+        in_flight = sum(c.samples for c in self.opened)
+        while self.waiting:
+            size = _samples(self.job, self.waiting[0])
+            if (self.opened or batch) and in_flight + size > self.budget:
+                break
+            batch.append(self.source._new_call(self.job, self.waiting.popleft()))
+            in_flight += size
+        self.source._submit(self.job, self.cluster, [r for c in batch for r in self.source._requests(c, c.requests)])
+        self.opened.extend(batch)
+
+    def __iter__(self) -> FetchAnswers:
+        return self
+
+    def __next__(self) -> FetchResult:
+        if self.waiting:
+            self._open()  # the answers handed out so far are the caller's: their budget is free
+        if not self.opened:
+            raise StopIteration
+        try:
+            return self.source._finish(self.job, self.cluster, self.opened.popleft())
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Cancel the requests not sent yet (answers being read are dropped)."""
+        self.waiting.clear()
+        for c in self.opened:
+            for f in c.futures:
+                f.cancel()
+        self.opened.clear()
 
 
 def _typed(scope: str, metric: str, host: str, ids: list[str], aggreg: bool) -> dict[str, Any]:
@@ -479,7 +545,7 @@ def _samples(job: Job, spec: FetchCall) -> int:
 
 
 def _native_call(metric: MetricConfig, scope: str, grid: JobGrid, requests: list[SeriesRequest]) -> _Call:
-    reqs = [SeriesRequest(r.hostname, None if r.ids is None else _sorted_ids(tuple(r.ids)))
+    reqs = [SeriesRequest(r.hostname, None if r.ids is None else sorted_ids(tuple(r.ids)))
             for r in requests]
     keys: list[SeriesKey] = [(r.hostname, i) for r in reqs for i in (r.ids if r.ids is not None else (None,))]
     return _with_rows(_Call(metric, scope, grid, reqs, None), keys)
@@ -492,24 +558,24 @@ def _with_rows(call: _Call, keys: list[SeriesKey]) -> _Call:
     return call
 
 
-def _take(job: Job, part: _Part, req: _Request, query: dict[str, Any], keys: list[SeriesKey],
-          entries: list[Entry], values: npt.NDArray[np.float64]) -> None:
+def _take(job: Job, part: _Part, query: dict[str, Any], keys: list[SeriesKey], entries: list[Entry]) -> None:
     """Place one query's entries into its fetch (request threads write distinct cells)."""
     call = part.call
     host = query["host"]
-    if len(entries) > len(keys):
+    sent = sum(e.rows for e in entries)
+    if sent > len(keys):
         raise FormatError(f"{job.label}: metric {call.metric.name}, host {host}: cc-metric-store sent "
-                          f"{len(entries)} series for {len(keys)} requested ids")
-    if 0 < len(entries) < len(keys):  # entries left out: which ids they belong to is unknown
+                          f"{sent} series for {len(keys)} requested ids")
+    if 0 < sent < len(keys):  # entries left out: which ids they belong to is unknown
         call.ambiguous[host] = SeriesRequest(host, tuple(k[1] for k in keys if k[1] is not None))
         return
-    if len(entries) > 1 and _same_shape(entries) \
-            and call.row_of[keys[-1]] - call.row_of[keys[0]] == len(keys) - 1:  # a host's ids: one block copy
-        first, n = entries[0], entries[0].count
-        _place(call, call.row_of[keys[0]], part, first,
-               values[first.offset:first.offset + len(entries) * n].reshape(len(entries), n))
-        call.answered.update(keys)
-        return
+    if len(entries) == 1 and entries[0].rows > 1:
+        block = entries[0]
+        if block.count and call.row_of[keys[-1]] - call.row_of[keys[0]] == len(keys) - 1:  # one copy
+            _place(call, call.row_of[keys[0]], part, block, block.values)
+            call.answered.update(keys)
+            return
+        entries = block.split()
     for key, e in zip(keys, entries, strict=False):
         row = call.row_of[key]
         if e.error is not None:
@@ -525,16 +591,7 @@ def _take(job: Job, part: _Part, req: _Request, query: dict[str, Any], keys: lis
             continue
         call.answered.add(key)
         if e.count:
-            _place(call, row, part, e, e.values.reshape(1, -1))
-
-
-def _same_shape(entries: list[Entry]) -> bool:
-    """Entries without error over the same times, stored one after the other in the answer."""
-    first = entries[0]
-    n = first.count
-    return n > 0 and all(e.error is None and e.frm == first.frm and e.to == first.to
-                         and e.resolution == first.resolution and e.count == n for e in entries) \
-        and entries[-1].offset - first.offset == (len(entries) - 1) * n
+            _place(call, row, part, e, e.values)
 
 
 def _place(call: _Call, row: int, part: _Part, e: Entry, block: npt.NDArray[np.float64]) -> None:
