@@ -5,7 +5,7 @@ median needs a selection per time step; numpy's nanmedian over axis 0 copies and
 whole matrix several times. Here each thread takes a block of time steps, gathers the non-NaN
 values of the block into a small buffer (rows read contiguously), and selects the median in place.
 
-ccarchive rules (spec §3, deliberately different from cc-backend where that one is wrong):
+ccarchive rules (docs/format.md; deliberately different from cc-backend where that one is wrong):
 * only non-NaN values count, also in the median (cc-backend counts NaN as 0 there);
 * fewer than 3 values at a step, or a step beyond the shortest series: NaN for all four;
 * the mean sums in series order; an even count's median is the mean of the two middle values;

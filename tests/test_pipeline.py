@@ -328,7 +328,7 @@ def test_worker_killed_with_a_full_queue_its_job_is_archived_once_without_restar
         assert a.trigger(db_id, block=False)
     blocked.start()
     st = a.status()
-    assert (st["in_flight"], st["queued"], st["backlog"]) == (first, QUEUE_SIZE, 19 - (not blocked.is_alive()))
+    assert (st["in_flight_db_id"], st["queued"], st["backlog"]) == (first, QUEUE_SIZE, 19 - (not blocked.is_alive()))
     assert a.check_invariant() == []
     env.faults.unlink()
     old_pid = a.worker_pid

@@ -397,6 +397,8 @@ def test_admin_api_lists_failed_and_rearchives(svc: Service):
         c.execute("UPDATE job SET monitoring_status = 2 WHERE id = ?", (db_id,))
     status, body = svc.request("GET", "/api/ccarchive/failed", tok=token(("admin",)))
     assert status == 200 and db_id in [j["id"] for j in json.loads(body)["jobs"]]
+    status, body = svc.request("GET", "/api/ccarchive/failed?since=1970-01-02T00:00:00Z", tok=token(("admin",)))
+    assert status == 200 and db_id in [j["id"] for j in json.loads(body)["jobs"]]  # ISO 8601 as well as seconds
     status, body = svc.request("POST", f"/api/ccarchive/archive/{db_id}", tok=API)
     assert status == 202 and json.loads(body)["result"] == "queued", body
     wait_for(lambda: svc.archived(db_id), 120, "job archived again")
@@ -404,6 +406,7 @@ def test_admin_api_lists_failed_and_rearchives(svc: Service):
     assert status == 202, body
     status, body = svc.request("GET", "/api/ccarchive/status", tok=API)
     assert status == 200 and json.loads(body)["archiver"]["state"] == "running"
+    assert "in_flight_db_id" in json.loads(body)["archiver"]  # a DB id, not the in_flight count of /metrics
 
 
 @pytest.mark.timeout(1800)

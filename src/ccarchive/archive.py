@@ -1,370 +1,42 @@
-"""Job archive v3 through fsspec: any URL (plain path, ``file://``, ``memory://``, ``s3://``).
+"""Open a job archive by URL: :func:`open_archive` picks the backend.
 
-Layout (cc-backend pkg/archive/fsBackend.go)::
-
-    <root>/version.txt                                   "3\\n"
-    <root>/<cluster>/cluster.json
-    <root>/<cluster>/<jobId // 1000>/<jobId % 1000 :03d>/<startTime>/meta.json
-                                                         .../data.json  or  data.json.gz
-
-Writes are safer than the reference's: the data file first, meta.json last, each one atomic
-(a hidden temporary name in the same directory + rename where the file system renames, one PUT
-per object on object stores), and a stale data file of the other kind is removed before
-meta.json appears.  So a job directory with a meta.json is complete, and a crash at any moment
-leaves either the previous complete entry or no meta.json at all.
+The user-facing names of the archive layer are importable from here (``from ccarchive.archive
+import open_archive, JobArchive, job_path``).  The backends live in :mod:`ccarchive.backends` and
+never import this module: it sits on top of them, so the dependency runs one way only.
 """
 
 from __future__ import annotations
 
-import os
-import posixpath
-import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
-from itertools import chain
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import fsspec
-from fsspec.implementations.local import LocalFileSystem
+from .atomicio import TMP_PREFIX
+from .backends import (
+    ARCHIVE_VERSION,
+    PARQUET_PREFIX,
+    SQLITE_SCHEME,
+    Archive,
+    JobKey,
+    WriteResult,
+    job_path,
+    parse_job_path,
+)
+from .backends.tree import JobArchive
+from .errors import InputError
 
-from .atomicio import TMP_PREFIX, AtomicFile, put_atomic
-from .backends import Entry
-from .cluster import Cluster, encode_cluster, load_cluster
-from .errors import ArchiveVersionError, FormatError, InputError
-from .formats.compress import GzipBlockWriter, gunzip_bytes, gzip_bytes, should_gzip
-from .formats.data import decode_job_data, encode_job_data
-from .formats.meta import decode_job_meta, encode_job_meta
-from .model import Job, JobData
-from .names import check_cluster_name, check_job_key, is_cluster_name, is_job_key
+__all__ = [
+    "ARCHIVE_VERSION", "TMP_PREFIX", "Archive", "JobArchive", "JobKey", "WriteResult", "job_path", "open_archive",
+    "parse_job_path",
+]
 
-if TYPE_CHECKING:
-    import pyarrow as pa
-
-    from .backends import Archive
-
-ARCHIVE_VERSION = 3
-JobKey = tuple[str, int, int]
+_SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
-def job_path(cluster: str, job_id: int, start_time: int) -> str:
-    """Relative directory of a job: ``<cluster>/<jobId/1000>/<%03d jobId%1000>/<startTime>``.
-
-    Only formats: the backends check the key (:func:`ccarchive.names.check_job_key`) before a
-    path is built from it."""
-    return f"{cluster}/{job_id // 1000}/{job_id % 1000:03d}/{start_time}"
-
-
-def parse_job_path(cluster: str, lvl1: str, lvl2: str, start: str) -> JobKey | None:
-    """The key of a stored job directory, or None when the directory is not one ccarchive or
-    cc-backend writes (not digits, a leading zero, a sign, out of range, a bad cluster name)."""
-    if not all(p.isascii() and p.isdigit() for p in (lvl1, lvl2, start)):
-        return None
-    key = (cluster, int(lvl1) * 1000 + int(lvl2), int(start))
-    if not is_job_key(key) or job_path(*key) != f"{cluster}/{lvl1}/{lvl2}/{start}":
-        return None
-    return key
-
-
-@dataclass
-class WriteResult:
-    """What one job write put into the archive."""
-
-    path: str
-    data_file: str
-    bytes_written: int
-    raw_data_bytes: int
-    #: seconds per phase the writer could attribute (``write``: file I/O incl. fsync and meta.json)
-    phases: dict[str, float] = field(default_factory=dict)
-
-
-def _key(job: Job | JobKey) -> JobKey:
-    """The checked key of a job: nothing outside the archive is ever addressed."""
-    return check_job_key(job.key if isinstance(job, Job) else job)
-
-
-class JobArchive:
-    """A v3 job archive on any fsspec file system."""
-
-    def __init__(self, url: str, *, create: bool = False, storage_options: dict[str, Any] | None = None):
-        self.url = url
-        fs, root = fsspec.core.url_to_fs(url, **(storage_options or {}))
-        self.fs = fs
-        self.root = root.rstrip("/") if root not in ("/", "") else root
-        self._local = isinstance(fs, LocalFileSystem)
-        self._clusters: dict[str, Cluster] = {}
-        self._check_version(create)
-
-    # -- paths ---------------------------------------------------------------------------
-    def _p(self, *parts: str) -> str:
-        return posixpath.join(self.root, *parts) if self.root else posixpath.join(*parts)
-
-    def job_dir(self, job: Job | JobKey) -> str:
-        return self._p(job_path(*_key(job)))
-
-    def _cluster_path(self, name: str, *parts: str) -> str:
-        """A path under a cluster's directory, the name checked first."""
-        return self._p(check_cluster_name(name), *parts)
-
-    # -- version.txt -----------------------------------------------------------------------
-    def _check_version(self, create: bool) -> None:
-        vpath = self._p("version.txt")
-        try:
-            raw = self.fs.cat_file(vpath)
-        except FileNotFoundError:
-            raw = None
-        if raw is None:
-            if not create:
-                raise InputError(f"{self.url}: not a job archive (no version.txt); use --create or an archive URL")
-            try:
-                entries = [e for e in self.fs.ls(self.root or "/", detail=False)
-                           if not posixpath.basename(e.rstrip("/")).startswith(".")]
-            except FileNotFoundError:
-                entries = []
-            if entries:
-                raise InputError(
-                    f"{self.url}: has no version.txt but is not empty; refusing to turn it into a job archive"
-                )
-            self.fs.makedirs(self.root or "/", exist_ok=True)
-            self._put(vpath, b"%d\n" % ARCHIVE_VERSION)
-            return
-        text = raw.decode("utf-8", "replace")
-        text = text[:-1] if text.endswith("\n") else text
-        if text.strip() != str(ARCHIVE_VERSION):
-            raise ArchiveVersionError(
-                f"{self.url}: unsupported job archive version {text.strip()!r}, ccarchive needs {ARCHIVE_VERSION}"
-            )
-
-    # -- atomic object writes ----------------------------------------------------------------
-    def _put(self, path: str, payload: bytes, *, unpublish: str | None = None) -> None:
-        """Write one object atomically (:class:`~ccarchive.atomicio.AtomicFile`). ``unpublish`` (a
-        job's old meta.json) is removed just before the object replaces the old one."""
-        put_atomic(self.fs, path, payload, before_publish=self._unpublisher(unpublish))
-
-    def _unpublisher(self, path: str | None) -> Callable[[], None] | None:
-        return None if path is None else (lambda: self._remove(path))
-
-    def _remove_leftovers(self, job_dir: str) -> None:
-        """Temporary files of an earlier, interrupted write of this job (killed writer)."""
-        if self._local and os.path.isdir(job_dir):
-            for name in os.listdir(job_dir):
-                if name.startswith(TMP_PREFIX):
-                    self._remove(posixpath.join(job_dir, name))
-
-    def _remove(self, path: str) -> None:
-        try:
-            self.fs.rm_file(path)
-        except FileNotFoundError:
-            pass
-
-    # -- clusters ------------------------------------------------------------------------------
-    def clusters(self) -> list[str]:
-        """Cluster names: every top-level directory whose name is a valid cluster name (so
-        hidden ones are excluded)."""
-        out = []
-        for info in self.fs.ls(self.root or "/", detail=True):
-            name = posixpath.basename(info["name"].rstrip("/"))
-            if info["type"] == "directory" and is_cluster_name(name):
-                out.append(name)
-        return sorted(out)
-
-    def has_cluster(self, name: str) -> bool:
-        return bool(self.fs.exists(self._cluster_path(name, "cluster.json")))
-
-    def load_cluster(self, name: str) -> Cluster:
-        if name not in self._clusters:
-            path = self._cluster_path(name, "cluster.json")
-            try:
-                raw = self.fs.cat_file(path)
-            except FileNotFoundError:
-                from .errors import ClusterConfigError
-
-                raise ClusterConfigError(f"{self.url}: unknown cluster {name!r} (no {name}/cluster.json)") from None
-            self._clusters[name] = load_cluster(raw, name_hint=f"{name}/cluster.json")
-        return self._clusters[name]
-
-    def store_cluster(self, cluster: Cluster) -> None:
-        self._put(self._cluster_path(cluster.name, "cluster.json"), encode_cluster(cluster))
-        self._clusters[cluster.name] = cluster
-
-    # -- jobs ------------------------------------------------------------------------------------
-    def exists(self, job: Job | JobKey) -> bool:
-        """True when the job's meta.json exists, which means the entry is complete."""
-        return bool(self.fs.exists(posixpath.join(self.job_dir(job), "meta.json")))
-
-    def write_job(self, job: Job, data: JobData) -> WriteResult:
-        """Write data (gzip above 2000 bytes), drop the stale other data file, then meta.json."""
-        encoded = encode_job_data(data)
-        meta = encode_job_meta(job)
-        return self.write_encoded(job, encoded, meta)
-
-    def write_encoded(self, job: Job | JobKey, encoded_data: bytes, meta: bytes) -> WriteResult:
-        d = self.job_dir(job)
-        self._remove_leftovers(d)
-        if should_gzip(len(encoded_data)):
-            name, stale, payload = "data.json.gz", "data.json", gzip_bytes(encoded_data)
-        else:
-            name, stale, payload = "data.json", "data.json.gz", encoded_data
-        # A re-archive unpublishes the old meta.json right before the new data replaces the old:
-        # killed in between, the entry is incomplete (no meta.json), never old meta beside new data.
-        meta_path = posixpath.join(d, "meta.json")
-        self._put(posixpath.join(d, name), payload, unpublish=meta_path)
-        self._remove(posixpath.join(d, stale))
-        self._put(meta_path, meta)
-        return WriteResult(d, name, len(payload) + len(meta), len(encoded_data))
-
-    def write_stream(
-        self, job: Job | JobKey, pieces: Iterable[bytes], meta: bytes | Callable[[], bytes], *,
-        level: int | None = None, threads: int | None = None,
-    ) -> WriteResult:
-        """Like :meth:`write_encoded`, but data.json arrives in pieces (``iter_job_data``) and is
-        gzipped into the destination as it comes, so the job's whole JSON text is never in memory.
-        ``meta`` may be a callable, called once the data is written: the streamed archiver knows
-        the job's statistics only after the last metric went by.
-
-        The 2000-byte rule needs only the first pieces: they are held until the text is known to
-        exceed it (then gzip) or ends (then plain data.json).  Same ordering and atomicity as
-        ``write_encoded``: data file (temp name + fsync + rename locally, one object elsewhere),
-        stale opposite file removed, meta.json last.  An exception from ``pieces`` or the file
-        system leaves no meta.json written and no temporary file."""
-        it = iter(pieces)
-        head: list[bytes] = []
-        size = 0
-        for piece in it:
-            head.append(piece)
-            size += len(piece)
-            if should_gzip(size):
-                break
-        if not should_gzip(size):
-            return self.write_encoded(job, b"".join(head), meta if isinstance(meta, bytes) else meta())
-        d = self.job_dir(job)
-        self._remove_leftovers(d)
-        raw, stored, io_s = self._put_gzip_stream(posixpath.join(d, "data.json.gz"), chain(head, it), level, threads,
-                                                  unpublish=posixpath.join(d, "meta.json"))
-        meta_bytes = meta if isinstance(meta, bytes) else meta()
-        t0 = time.perf_counter()
-        self._remove(posixpath.join(d, "data.json"))
-        self._put(posixpath.join(d, "meta.json"), meta_bytes)
-        io_s += time.perf_counter() - t0
-        return WriteResult(d, "data.json.gz", stored + len(meta_bytes), raw, {"write": io_s})
-
-    def _put_gzip_stream(
-        self, path: str, chunks: Iterator[bytes], level: int | None, threads: int | None, *,
-        unpublish: str | None = None
-    ) -> tuple[int, int, float]:
-        """gzip ``chunks`` into ``path`` atomically; returns (text bytes, stored bytes, I/O seconds).
-        ``unpublish`` is removed just before the new object replaces the old one (see :meth:`_put`)."""
-        with AtomicFile(self.fs, path, before_publish=self._unpublisher(unpublish)) as out:
-            raw, stored, io_s = _gzip_into(out.file, chunks, level, threads)
-            t0 = time.perf_counter()
-        return raw, stored, io_s + time.perf_counter() - t0
-
-    def load_meta(self, job: Job | JobKey) -> Job:
-        path = posixpath.join(self.job_dir(job), "meta.json")
-        try:
-            raw = self.fs.cat_file(path)
-        except FileNotFoundError:
-            raise InputError(f"{self.url}: no archived job {job_path(*_key(job))}") from None
-        try:
-            return decode_job_meta(raw)
-        except FormatError as e:
-            raise FormatError(f"{path}: {e}") from e
-
-    def load_data_bytes(self, job: Job | JobKey) -> bytes:
-        """The decompressed data.json text (data.json.gz preferred, as cc-backend does)."""
-        d = self.job_dir(job)
-        try:
-            return gunzip_bytes(self.fs.cat_file(posixpath.join(d, "data.json.gz")))
-        except FileNotFoundError:
-            pass
-        try:
-            return bytes(self.fs.cat_file(posixpath.join(d, "data.json")))
-        except FileNotFoundError:
-            raise InputError(f"{self.url}: job {job_path(*_key(job))} has no data file") from None
-
-    def load_data(self, job: Job | JobKey) -> JobData:
-        raw = self.load_data_bytes(job)
-        try:
-            return decode_job_data(raw)
-        except FormatError as e:
-            raise FormatError(f"{self.job_dir(job)}/data.json: {e}") from e
-
-    def iter_job_keys(self, cluster: str | None = None) -> Iterator[JobKey]:
-        """Keys of complete entries (with meta.json), sorted by cluster, jobId, startTime."""
-        for c in [cluster] if cluster else self.clusters():
-            base = self._cluster_path(c)
-            try:
-                metas = self.fs.glob(posixpath.join(base, "*", "*", "*", "meta.json"))
-            except FileNotFoundError:
-                continue
-            keys = []
-            for m in metas:
-                key = parse_job_path(c, *m.rstrip("/").split("/")[-4:-1])
-                if key is not None:
-                    keys.append(key)
-            yield from sorted(keys)
-
-    def iter_jobs(self, cluster: str | None = None) -> Iterator[Job]:
-        for key in self.iter_job_keys(cluster):
-            yield self.load_meta(key)
-
-    def jobs_table(self, cluster: str | None = None, user: str | None = None, since: Any = None,
-                   until: Any = None, state: str | None = None) -> pa.Table:
-        """One row per job, statistics as flat columns (:mod:`ccarchive.jobstable`); the meta.json
-        files are read in threads."""
-        from .jobstable import JobFilter, read_jobs_table
-
-        return read_jobs_table(self, JobFilter.make(self, cluster, user, since, until, state))
-
-    def temporary_files(self) -> list[str]:
-        """Leftover temporary files of interrupted writes (none after a clean run)."""
-        return sorted(p for p in self.fs.find(self.root or "/") if posixpath.basename(p).startswith(TMP_PREFIX))
-
-    # -- backend-neutral helpers (verify, convert; same names on every backend) --------------------
-    def load_cluster_bytes(self, name: str) -> bytes:
-        """``<cluster>/cluster.json`` as stored; FileNotFoundError when it is missing."""
-        return bytes(self.fs.cat_file(self._cluster_path(name, "cluster.json")))
-
-    def load_meta_bytes(self, job: Job | JobKey) -> bytes:
-        """meta.json exactly as stored."""
-        try:
-            return bytes(self.fs.cat_file(posixpath.join(self.job_dir(job), "meta.json")))
-        except FileNotFoundError:
-            raise InputError(f"{self.url}: no archived job {job_path(*_key(job))}") from None
-
-    def list_entries(self, cluster: str) -> Iterator[Entry]:
-        """Every start-time directory of a cluster with its file names, complete or not, sorted."""
-        base = self._cluster_path(cluster)
-        files: dict[str, list[str]] = {}
-        try:
-            found = self.fs.find(base)
-        except FileNotFoundError:
-            found = []
-        for path in found:
-            rel = path[len(base):].strip("/").split("/")
-            if len(rel) == 4:
-                files.setdefault("/".join([cluster, *rel[:3]]), []).append(rel[3])
-        for rel_dir, names in sorted(files.items()):
-            key = parse_job_path(cluster, *rel_dir.split("/")[1:])
-            if key is not None:
-                yield Entry(rel_dir, key, sorted(names))
-
-    def delete_job(self, job: Job | JobKey) -> None:
-        """Remove a job: meta.json first (the entry stops being a job at once), then its data."""
-        d = self.job_dir(job)
-        for name in ("meta.json", "data.json", "data.json.gz"):
-            self._remove(posixpath.join(d, name))
-
-
-def _gzip_into(f: Any, chunks: Iterator[bytes], level: int | None, threads: int | None) -> tuple[int, int, float]:
-    gz = GzipBlockWriter(f, level, threads)
+def _is_sqlite_file(path: str) -> bool:
     try:
-        for chunk in chunks:
-            gz.write(chunk)
-        gz.close()
-    except BaseException:
-        gz.abort()
-        raise
-    return gz.bytes_in, gz.bytes_out, gz.write_seconds
+        with open(path, "rb") as f:
+            return f.read(16) == _SQLITE_MAGIC
+    except OSError:
+        return False
 
 
 def open_archive(url: str, *, create: bool = False, storage_options: dict[str, Any] | None = None) -> Archive:
@@ -379,7 +51,31 @@ def open_archive(url: str, *, create: bool = False, storage_options: dict[str, A
     * anything else (a path, ``file://``, ``memory://``, ...): the v3 tree (:class:`JobArchive`).
 
     Every backend offers the same read API (``iter_jobs``, ``load_meta``, ``load_data``, ...).
+    SQLite, Parquet and S3 are imported only when a URL asks for them (pyarrow and s3fs take a
+    while to load).
     """
-    from .backends import open_url
+    if url.startswith(SQLITE_SCHEME):
+        from .backends.sqlite import SqliteArchive
 
-    return open_url(url, create=create, storage_options=storage_options)
+        return SqliteArchive(url[len(SQLITE_SCHEME):], create=create)
+    if url.startswith(PARQUET_PREFIX):
+        from .backends.parquet import ParquetArchive
+
+        return ParquetArchive(url[len(PARQUET_PREFIX):], create=create, storage_options=storage_options)
+    if "://" not in url and _is_sqlite_file(url):
+        from .backends.sqlite import SqliteArchive
+
+        return SqliteArchive(url, create=create)
+    cls: type[JobArchive] = JobArchive
+    if url.startswith(("s3://", "s3a://")):
+        from .backends.s3 import S3Archive
+
+        cls = S3Archive
+    try:
+        return cls(url, create=create, storage_options=storage_options)
+    except InputError:
+        from .backends.parquet import ParquetArchive, is_parquet_dataset
+
+        if is_parquet_dataset(url, storage_options):
+            return ParquetArchive(url, storage_options=storage_options)
+        raise

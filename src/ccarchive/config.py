@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError
+from .errors import ConfigError, InputError
 
 #: Keys of the ``ccarchive`` section and their defaults (docs/operations.md, section Configuration, explains each one;
 #: durations are seconds or "30s", "5m", "2h", "1d"; ``reconcile-interval`` false = at start only,
@@ -47,12 +47,6 @@ FORMATS = ("json", "parquet")
 LOG_LEVELS = ("warning", "info", "debug")
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-
-
-class ConfigError(InputError):
-    """The configuration is missing, malformed or inconsistent; the message names the key."""
-
-    reason = "config"
 
 
 @dataclass

@@ -37,6 +37,15 @@ class ArchiveVersionError(FormatError):
     reason = "archive-version"
 
 
+class ConfigError(InputError):
+    """The configuration is missing, malformed or inconsistent; the message names the key.
+
+    Here rather than in :mod:`ccarchive.config` so the modules config.py uses (JWT key checks,
+    source and storage options) can raise it without importing config.py back."""
+
+    reason = "config"
+
+
 class ClusterConfigError(CcArchiveError):
     """Unknown cluster or subcluster, or an invalid cluster.json."""
 

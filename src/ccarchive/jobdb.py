@@ -7,7 +7,7 @@ updates), writes footprints the way Go's ``json.Marshal`` of a map does, and nev
 in ``footprint``/``resources`` (cc-backend's ``scanJob`` cannot read such a row).  Another process
 writes the same file, so every write is one short ``BEGIN IMMEDIATE`` transaction under a busy
 timeout, and sqlite3 connections are kept per (process, thread), never shared.
-See ``go-integration.md`` §1 and §2.6 for the statements reproduced here.
+docs/compatibility.md lists the statements reproduced here.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ JOB_COLUMNS = (
 _READ_COLUMNS = JOB_COLUMNS + ("meta_data", "submit_time", "energy_footprint")
 _SELECT = "SELECT " + ", ".join(f"job.{c}" for c in _READ_COLUMNS) + " FROM job"
 
-#: The reconciler query (§2.6): the ``start_time`` bound lets SQLite use a start_time index.
+#: The reconciler query: the ``start_time`` bound lets SQLite use a start_time index.
 PENDING_JOBS_SQL = (
     "SELECT job.id FROM job WHERE job.start_time > ? AND job.job_state <> 'running'"
     " AND job.monitoring_status = 1 AND job.start_time + job.duration < ?"

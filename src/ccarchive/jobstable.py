@@ -87,13 +87,11 @@ def to_epoch(value: Any, what: str = "time") -> int | None:
             raise InputError(f"{what}: {value!r} is not a point in time")
         return int(value)
     if isinstance(value, str):
-        import argparse
-
-        from .cli.pipeline_cmds import parse_time
+        from .times import parse_time
 
         try:
             return parse_time(value)
-        except argparse.ArgumentTypeError as e:
+        except ValueError as e:
             raise InputError(f"{what}: {e}") from None
     raise InputError(f"{what}: {value!r} is not a point in time (Unix seconds, datetime or ISO 8601 string)")
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import random
 import threading
 import time
 from collections import OrderedDict
@@ -44,6 +43,7 @@ from typing import Any
 from .errors import CcArchiveError
 from .hooks import HookRunner
 from .jobdb import JobDB
+from .retry import RetryPolicy
 from .statestore import StateStore
 from .worker import JobRef, Message, WorkerConfig, worker_main
 
@@ -71,18 +71,6 @@ class ShutdownTimeoutError(CcArchiveError):
     def __init__(self, message: str, unfinished: list[int]):
         super().__init__(message)
         self.unfinished = unfinished
-
-
-@dataclass
-class RetryPolicy:
-    """Exponential backoff with full jitter for transient failures."""
-
-    max_attempts: int = 4
-    base_s: float = 2.0
-    cap_s: float = 300.0
-
-    def delay(self, attempt: int) -> float:
-        return random.uniform(0, min(self.cap_s, self.base_s * 2 ** (attempt - 1)))
 
 
 @dataclass
@@ -153,6 +141,9 @@ class Archiver:
         self._backlog: OrderedDict[int, JobRef] = OrderedDict()   # accepted, waiting for a queue slot
         self._queued: OrderedDict[int, JobRef] = OrderedDict()    # in the multiprocessing queue, in order
         self._in_flight: int | None = None
+        #: the job whose report the result thread is handling (between "out of the worker" and
+        #: "finished, retrying or back in the backlog" it is in that thread's hands)
+        self._in_hand: int | None = None
         self._retry_timers: dict[int, threading.Timer] = {}
         self._storage_full: StorageFull | None = None
         self._stop = threading.Event()
@@ -265,11 +256,11 @@ class Archiver:
             return sorted(self._pending)
 
     def status(self) -> dict[str, Any]:
-        """A snapshot: ``in_flight`` is the job DB id the worker is archiving (or None)."""
+        """A snapshot: ``in_flight_db_id`` is the job DB id the worker is archiving (or None)."""
         with self._lock:
             full = self._storage_full
             return {"state": self._state, "queued": len(self._queued), "backlog": len(self._backlog),
-                    "in_flight": self._in_flight, "pending": len(self._pending),
+                    "in_flight_db_id": self._in_flight, "pending": len(self._pending),
                     "retry_wait": len(self._retry_timers),
                     "worker_pid": self._worker.pid if self._state != "new" else None,
                     "storage_full": None if full is None else {
@@ -280,8 +271,8 @@ class Archiver:
         """Pending jobs that are nowhere (neither waiting, queued, in flight nor in a retry timer):
         always empty; a non-empty list is a bug the tests look for."""
         with self._lock:
-            places = [set(self._backlog), set(self._queued), set(self._retry_timers),
-                      {self._in_flight} if self._in_flight is not None else set()]
+            held = {d for d in (self._in_flight, self._in_hand) if d is not None}
+            places: list[set[int]] = [set(self._backlog), set(self._queued), set(self._retry_timers), held]
             lost = [f"job {d} is pending but not waiting, queued, in flight or in retry"
                     for d in self._pending if not any(d in p for p in places)]
             twice = [f"job {d} is in {n} places" for d in self._pending if (n := sum(d in p for p in places)) > 1]
@@ -315,10 +306,15 @@ class Archiver:
     def _handle_safely(self, msg: Message) -> None:
         """The result thread must outlive anything one message does (a full state-store disk, a bug):
         if it died, no slot would ever be freed again."""
+        with self._lock:
+            self._in_hand = msg.db_id
         try:
             self._handle(msg)
         except Exception:  # noqa: BLE001
             log.exception("job %s: handling the worker's %r report failed", msg.db_id, msg.kind)
+        finally:
+            with self._lock:
+                self._in_hand = None
 
     def _record(self, what: str, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
         """A state-store write; its failure is logged, never fatal (the job DB holds the job's fate)."""

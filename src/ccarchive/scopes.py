@@ -5,14 +5,15 @@ native-scope series), the kernels (which aggregate them element-wise) and the wr
 a deterministic series order).  Computing it once, as plain data, keeps all three simple and lets
 the tests check the scope rules without any I/O.
 
-Rules (spec §3; reference go-archive-format.md §7): requested scopes are ``node``, ``core`` for jobs
+Rules (docs/format.md, "Scopes"): requested scopes are ``node``, ``core`` for jobs
 with at most ``core_scope_max_nodes`` nodes, ``accelerator`` for jobs with accelerators.  A metric
 gets the coarser of its native and each requested scope, each at most once.  Deliberate
 deviations from cc-backend:
 
 - the accelerator request applies only to accelerator-native metrics (Go also archives hwthread
   data of every hwthread-native metric of GPU jobs);
-- hwthread -> core aggregates the job's hwthreads of each core, not all of the core's (Go bug B12);
+- hwthread -> core aggregates the job's hwthreads of each core, not all of the core's (Go sums them
+  all, also another job's on a shared node);
 - ids and series are sorted (Go iterates maps), so output is deterministic.
 
 A :class:`PlannedSeries` names the native ids (``members``) whose element-wise sum/avg (the

@@ -1,4 +1,4 @@
-"""The statistics contract of spec §3: per-series statistics, statisticsSeries, job statistics,
+"""The statistics rules (docs/format.md, "Statistics"): per-series statistics, statisticsSeries, job statistics,
 footprint and energy.
 
 Per-series and per-time-step work runs in the numba kernels over whole (metric, scope) blocks;

@@ -225,9 +225,9 @@ def verify_archive(archive: Archive, *, cluster: str | None = None, progress: bo
                 continue
             bar = None
             if progress and len(entries) > 50:
-                from tqdm import tqdm
+                from .logs import progress as progress_display
 
-                bar = tqdm(total=len(entries), desc=f"verify {c}", unit="job", leave=False)
+                bar = progress_display(len(entries), f"verify {c}", leave=False)
             for job_rep in pool.check(entries):
                 rep.merge(job_rep)
                 if bar is not None:

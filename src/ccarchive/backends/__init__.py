@@ -1,27 +1,72 @@
-"""Archive backends beyond the fsspec v3 tree: S3 configuration, cc-backend's SQLite archive and
-the Arrow/Parquet dataset, plus what every backend shares.
+"""Archive backends (the fsspec v3 tree, S3, cc-backend's SQLite archive, the Arrow/Parquet
+dataset) and what every backend shares.
 
-Why a protocol and not a base class: :class:`ccarchive.archive.JobArchive` (file, S3, memory),
-:class:`~ccarchive.backends.sqlite.SqliteArchive` and
+Why a protocol and not a base class: :class:`~ccarchive.backends.tree.JobArchive` (file, S3,
+memory), :class:`~ccarchive.backends.sqlite.SqliteArchive` and
 :class:`~ccarchive.backends.parquet.ParquetArchive` store jobs very differently, but the pipeline,
 ``verify``, ``convert`` and analysis scripts only need the same dozen operations.  Each backend
 implements them itself; :class:`Archive` names them so type checkers can hold us to it.
 
-The archive identity of a job is its key ``(cluster, jobId, startTime)`` everywhere.
+Imports go one way: the backend modules import this package, and
+:func:`ccarchive.archive.open_archive` imports the backends; nothing here imports a backend or
+:mod:`ccarchive.archive`.  The archive identity of a job is its key ``(cluster, jobId,
+startTime)`` everywhere, and its place in the v3 layout is :func:`job_path` on every backend.
 """
 
 from __future__ import annotations
 
-import errno
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
 
-from ..names import JobKey, check_job_key
+from ..names import JobKey, check_job_key, is_job_key
+from ..retry import is_transient_backend_error
 
 if TYPE_CHECKING:
-    from ..archive import WriteResult
     from ..cluster import Cluster
     from ..model import Job, JobData
+
+__all__ = [
+    "ARCHIVE_VERSION", "PARQUET_PREFIX", "SQLITE_SCHEME", "Archive", "Entry", "JobKey", "WriteResult",
+    "is_transient_backend_error", "job_path", "key_of", "parse_job_path",
+]
+
+ARCHIVE_VERSION = 3
+#: URL prefix of the Arrow/Parquet dataset (``parquet+<fsspec URL or path>``)
+PARQUET_PREFIX = "parquet+"
+#: URL scheme of cc-backend's SQLite archive (``sqlite:///abs/path.db``)
+SQLITE_SCHEME = "sqlite://"
+
+
+def job_path(cluster: str, job_id: int, start_time: int) -> str:
+    """Relative directory of a job: ``<cluster>/<jobId/1000>/<%03d jobId%1000>/<startTime>``.
+
+    Only formats: the backends check the key (:func:`ccarchive.names.check_job_key`) before a
+    path is built from it."""
+    return f"{cluster}/{job_id // 1000}/{job_id % 1000:03d}/{start_time}"
+
+
+def parse_job_path(cluster: str, lvl1: str, lvl2: str, start: str) -> JobKey | None:
+    """The key of a stored job directory, or None when the directory is not one ccarchive or
+    cc-backend writes (not digits, a leading zero, a sign, out of range, a bad cluster name)."""
+    if not all(p.isascii() and p.isdigit() for p in (lvl1, lvl2, start)):
+        return None
+    key = (cluster, int(lvl1) * 1000 + int(lvl2), int(start))
+    if not is_job_key(key) or job_path(*key) != f"{cluster}/{lvl1}/{lvl2}/{start}":
+        return None
+    return key
+
+
+@dataclass
+class WriteResult:
+    """What one job write put into the archive."""
+
+    path: str
+    data_file: str
+    bytes_written: int
+    raw_data_bytes: int
+    #: seconds per phase the writer could attribute (``write``: file I/O incl. fsync and meta.json)
+    phases: dict[str, float] = field(default_factory=dict)
 
 
 class Entry(NamedTuple):
@@ -64,84 +109,3 @@ def key_of(job: Any) -> JobKey:
     """``(cluster, jobId, startTime)`` of a :class:`~ccarchive.model.Job` or a key tuple, checked
     (:func:`ccarchive.names.check_job_key`): an ``InputError`` for a key no backend may store."""
     return check_job_key(getattr(job, "key", job))
-
-
-#: botocore / aiohttp exception classes (by name, so neither needs importing) that mean
-#: "the endpoint is unreachable or the connection broke": worth a retry.
-_TRANSIENT_CLASSES = {
-    ("botocore.exceptions", "ConnectionError"),       # EndpointConnectionError, ConnectTimeoutError, ...
-    ("botocore.exceptions", "HTTPClientError"),       # ConnectionClosedError, ReadTimeoutError, ...
-    ("botocore.exceptions", "IncompleteReadError"),
-    ("aiohttp.client_exceptions", "ClientConnectionError"),  # ServerDisconnectedError, ClientOSError, ...
-    ("aiohttp.client_exceptions", "ServerTimeoutError"),
-}
-#: errno values s3fs gives HTTP 500/503 answers (InternalError, SlowDown) and socket failures.
-_TRANSIENT_ERRNOS = {errno.EBUSY, getattr(errno, "EREMOTEIO", 121), errno.ETIMEDOUT, errno.ECONNREFUSED,
-                     errno.ECONNRESET, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN}
-
-
-def is_transient_backend_error(exc: BaseException) -> bool:
-    """True for storage failures that may go away on retry (S3 endpoint down, timeouts, 5xx).
-
-    Looks at the exception and its ``__cause__`` chain; classes are matched by
-    module and name so botocore and aiohttp need not be installed."""
-    seen: set[int] = set()
-    e: BaseException | None = exc
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if isinstance(e, (TimeoutError, ConnectionError)):
-            return True
-        if isinstance(e, OSError) and e.errno in _TRANSIENT_ERRNOS:
-            return True
-        for cls in type(e).__mro__:
-            if (cls.__module__, cls.__name__) in _TRANSIENT_CLASSES:
-                return True
-        e = e.__cause__
-    return False
-
-
-# -- URL dispatch (ccarchive.open_archive) ---------------------------------------------------------
-
-PARQUET_PREFIX = "parquet+"
-SQLITE_SCHEME = "sqlite://"
-_SQLITE_MAGIC = b"SQLite format 3\x00"
-
-
-def _is_sqlite_file(path: str) -> bool:
-    try:
-        with open(path, "rb") as f:
-            return f.read(16) == _SQLITE_MAGIC
-    except OSError:
-        return False
-
-
-def open_url(url: str, *, create: bool = False, storage_options: dict[str, Any] | None = None) -> Archive:
-    """The backend for ``url`` (rules in :func:`ccarchive.archive.open_archive`)."""
-    if url.startswith(SQLITE_SCHEME):
-        from .sqlite import SqliteArchive
-
-        return SqliteArchive(url[len(SQLITE_SCHEME):], create=create)
-    if url.startswith(PARQUET_PREFIX):
-        from .parquet import ParquetArchive
-
-        return ParquetArchive(url[len(PARQUET_PREFIX):], create=create, storage_options=storage_options)
-    if "://" not in url and _is_sqlite_file(url):
-        from .sqlite import SqliteArchive
-
-        return SqliteArchive(url, create=create)
-    from ..archive import JobArchive
-    from ..errors import InputError
-
-    cls: type[JobArchive] = JobArchive
-    if url.startswith(("s3://", "s3a://")):
-        from .s3 import S3Archive
-
-        cls = S3Archive
-    try:
-        return cls(url, create=create, storage_options=storage_options)
-    except InputError:
-        from .parquet import ParquetArchive, is_parquet_dataset
-
-        if is_parquet_dataset(url, storage_options):
-            return ParquetArchive(url, storage_options=storage_options)
-        raise

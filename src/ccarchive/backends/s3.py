@@ -1,12 +1,12 @@
 """S3 in the v3 key layout, configured the way cc-backend is, and the ``archive`` config section.
 
-The v3 tree on S3 needs no code of its own: :class:`ccarchive.archive.JobArchive` writes through
+The v3 tree on S3 needs no code of its own: :class:`~ccarchive.backends.tree.JobArchive` writes through
 s3fs with one PUT per object (atomic on S3), data object first, meta.json last, the stale
 opposite data object deleted, ``version.txt`` bootstrapped into an empty (or missing) bucket.
 What this module adds:
 
 * cc-backend's kebab-case ``archive`` keys (``endpoint``, ``access-key``, ``secret-key``,
-  ``bucket``, ``region``, ``use-path-style``; reference §2 — the camelCase names in cc-backend's
+  ``bucket``, ``region``, ``use-path-style`` — the camelCase names in cc-backend's
   doc comment are wrong) mapped to s3fs storage options, and :func:`archive_from_config` for
   every ``kind`` (file | s3 | sqlite);
 * :class:`S3Archive`, which turns "endpoint unreachable / connection broke / 5xx" failures into
@@ -30,9 +30,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..archive import JobArchive
 from ..errors import InputError, TransientError
 from . import is_transient_backend_error
+from .tree import JobArchive
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -190,7 +190,7 @@ def _translating(fn: F) -> F:
 
 
 class S3Archive(JobArchive):
-    """:class:`~ccarchive.archive.JobArchive` on S3 whose unreachable-endpoint failures raise
+    """:class:`~ccarchive.backends.tree.JobArchive` on S3 whose unreachable-endpoint failures raise
     :class:`~ccarchive.errors.TransientError` (the original exception is its ``__cause__``)."""
 
     def __init__(self, url: str, *, create: bool = False, storage_options: dict[str, Any] | None = None):

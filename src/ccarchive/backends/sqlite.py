@@ -1,6 +1,6 @@
 """cc-backend's SQLite job archive (``{"kind": "sqlite", "db-path": ...}``), read and written.
 
-Same file, same DDL, same semantics as be:pkg/archive/sqliteBackend.go (reference §3), so
+Same file, same DDL, same semantics as cc-backend's pkg/archive/sqliteBackend.go, so
 cc-backend opens what ccarchive writes and vice versa:
 
 * one row per job in ``jobs`` keyed by ``UNIQUE(job_id, cluster, start_time)``; ``meta_json`` holds
@@ -28,7 +28,6 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from ..archive import ARCHIVE_VERSION, WriteResult, job_path
 from ..cluster import Cluster, encode_cluster, load_cluster
 from ..errors import ArchiveVersionError, ClusterConfigError, FormatError, InputError
 from ..formats.compress import gunzip_bytes, gzip_bytes, should_gzip
@@ -36,9 +35,9 @@ from ..formats.data import decode_job_data, encode_job_data
 from ..formats.meta import decode_job_meta, encode_job_meta
 from ..model import Job, JobData
 from ..names import check_cluster_name, is_cluster_name, is_job_key
-from . import Entry, JobKey, key_of
+from . import ARCHIVE_VERSION, Entry, JobKey, WriteResult, job_path, key_of
 
-#: be:pkg/archive/sqliteBackend.go:48-77, byte for byte
+#: cc-backend's DDL (pkg/archive/sqliteBackend.go), byte for byte
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -102,7 +101,7 @@ _PAGE = 512
 
 
 class SqliteArchive:
-    """A cc-backend SQLite archive file with the same API as :class:`ccarchive.archive.JobArchive`."""
+    """A cc-backend SQLite archive file with the same API as :class:`~ccarchive.backends.tree.JobArchive`."""
 
     def __init__(self, path: str, *, create: bool = False) -> None:
         if not path:
@@ -110,7 +109,8 @@ class SqliteArchive:
         self.path = path
         self.url = f"sqlite://{path}"
         if not create and not os.path.exists(path):
-            raise InputError(f"{path}: no such SQLite archive (create it with --create / create=True)")
+            raise InputError(f"{path}: no such SQLite archive; check the path "
+                             "(ccarchive import and convert create a new archive)")
         self._lock = threading.RLock()
         self._clusters: dict[str, Cluster] = {}
         try:

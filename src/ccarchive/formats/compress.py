@@ -1,6 +1,6 @@
 """gzip for data.json: the archive's size rule and a fast, parallel, deterministic gzip writer.
 
-Why zlib-ng level 3: spec §8 wants a compressor much faster than zlib level 6 (12-19 MB/s of JSON
+Why zlib-ng level 3: the budget is a compressor much faster than zlib level 6 (12-19 MB/s of JSON
 text here) whose output is at most 15 % larger.  Measured on data.json text (``bench/encode.py``;
 emmy = cc-backend's real test job re-encoded, synthetic = noisy bench samples), size vs zlib 6:
 

@@ -2,7 +2,7 @@
 tolerant decoder.
 
 The encoder streams: it yields the text in pieces of about a megabyte, never the whole job, so a
-large job's JSON is never held in memory at once (spec §8, bounded worker RSS).  Sample arrays are
+large job's JSON is never held in memory at once (the worker's memory stays bounded).  Sample arrays are
 formatted by the ``ccarchive.kernels.encode`` kernel (float32 cast, 2 decimals, ``null`` for NaN);
 everything around them (keys, hostnames, per-series statistics) is assembled here in Go's order:
 

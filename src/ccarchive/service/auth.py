@@ -21,6 +21,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import ConfigError
+
 
 @dataclass(frozen=True)
 class User:
@@ -41,8 +43,6 @@ class AuthError(Exception):
 def load_public_key(b64: str) -> Any:
     """cc-backend's ``JWT_PUBLIC_KEY`` (base64 of the raw Ed25519 key) -> a cryptography public key."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-    from ..config import ConfigError
 
     try:
         raw = base64.b64decode(b64.strip(), validate=True)

@@ -159,9 +159,11 @@ class Handler(BaseHTTPRequestHandler):
         if path.rstrip("/") == "/api/ccarchive/failed":
             if method != "GET":
                 return "failed", self._not_allowed("GET")
+            from ..times import parse_time
+
             try:
                 cluster = query["cluster"][-1] if "cluster" in query else None
-                since = int(query["since"][-1]) if "since" in query else None
+                since = parse_time(query["since"][-1]) if "since" in query else None  # seconds or ISO 8601
                 limit = int((query.get("limit") or ["100"])[-1])
             except ValueError as e:
                 return "failed", error(400, f"invalid query parameter: {e}")

@@ -1,7 +1,7 @@
 """cc-backend's stop_job, reproduced against the shared SQLite job DB, so ccarchive can own the stop path.
 
 What cc-backend does (internal/api/job.go ``stopJobByRequest``/``checkAndHandleStopJob``,
-repository/jobFind.go, jobCreate.go; go-integration.md §2.1):
+repository/jobFind.go, jobCreate.go; docs/compatibility.md):
 
 1. decode ``StopJobAPIRequest`` strictly (unknown fields are an error; ``jobId`` required);
 2. look the job up in ``job_cache`` first, then in ``job`` (``WHERE job_id = ? [AND cluster = ?]

@@ -2,7 +2,7 @@
 
 Why raw samples instead of ``query_range``: ``query_range`` repeats the previous value for up to
 the lookback delta (5 min) into every gap and past a series' end, and Prometheus 2.42 ignores the
-per-query ``lookback_delta`` (test-servers.md §2.2).  An archive must keep a missing sample
+per-query ``lookback_delta``.  An archive must keep a missing sample
 missing, so a template that renders to a plain vector selector is read as a range vector
 (instant query ``SELECTOR[Ws]`` at the window's end), which returns the stored samples with their
 own timestamps; each sample goes to the nearest grid point ``start + k * timestep`` (jittered

@@ -49,7 +49,7 @@ def source_from_spec(spec: dict[str, Any]) -> MetricSource:
     if kind == "router":
         from .router import RouterSource
 
-        return RouterSource.from_spec(spec)
+        return RouterSource.from_spec(spec, build=source_from_spec)
     if kind == "python":
         target = spec.get("class", "")
         module, _, name = target.partition(":")

@@ -4,7 +4,9 @@ Why: one site runs several stores (a cc-metric-store per cluster, Prometheus for
 partition, an old archive to replay); the worker still has one source.  Lookup order for a job is
 cc-backend's (internal/metricdispatch/metricdata.go): ``"<cluster>-<subcluster>"``, then
 ``"<cluster>"``, then ``"*"``; no match is a configuration error naming the job.  Routes are
-built lazily from their specs, once each, inside the worker process.
+built lazily from their specs, once each, inside the worker process, by the ``build`` function
+the router is given (:func:`ccarchive.sources.registry.source_from_spec` when the registry makes
+the router): the registry knows the router, the router does not know the registry.
 
 :func:`routes_from_cc_backend` turns cc-backend's ``metric-store-external`` array
 (``[{"scope", "url", "token"}]``) into a router spec, so a sidecar can read cc-backend's
@@ -14,6 +16,7 @@ config.json as it is.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError
@@ -27,7 +30,8 @@ if TYPE_CHECKING:
 class RouterSource:
     """Delegates each job to the source configured for its cluster/subcluster."""
 
-    def __init__(self, routes: dict[str, dict[str, Any] | MetricSource]) -> None:
+    def __init__(self, routes: dict[str, dict[str, Any] | MetricSource], *,
+                 build: Callable[[dict[str, Any]], MetricSource] | None = None) -> None:
         if not isinstance(routes, dict) or not routes:
             raise InputError("router source needs \"routes\": "
                              "{\"*\" | \"<cluster>\" | \"<cluster>-<subcluster>\": spec}")
@@ -35,16 +39,19 @@ class RouterSource:
             if isinstance(spec, dict) and spec.get("kind") == "router":
                 raise InputError(f"router source: route {key!r} is itself a router")
         self.routes = dict(routes)
+        self.build = build
         self._built: dict[str, MetricSource] = {}
         self._lock = threading.Lock()
 
     @classmethod
-    def from_spec(cls, spec: dict[str, Any]) -> RouterSource:
-        """``{"kind": "router", "routes": {"*": spec, "fritz": spec, "fritz-spr1tb": spec}}``."""
+    def from_spec(cls, spec: dict[str, Any], *,
+                  build: Callable[[dict[str, Any]], MetricSource] | None = None) -> RouterSource:
+        """``{"kind": "router", "routes": {"*": spec, "fritz": spec, "fritz-spr1tb": spec}}``;
+        ``build`` turns a route's spec into its source."""
         unknown = sorted(set(spec) - {"kind", "routes"})
         if unknown:
             raise InputError(f"router source: unknown option(s) {', '.join(unknown)}")
-        return cls(spec.get("routes") or {})
+        return cls(spec.get("routes") or {}, build=build)
 
     def route_key(self, job: Job, cluster: Cluster) -> str:
         """The routes key that serves ``job``."""
@@ -67,9 +74,11 @@ class RouterSource:
             if src is None:
                 spec = self.routes[key]
                 if isinstance(spec, dict):
-                    from .registry import source_from_spec
-
-                    src = source_from_spec(spec)
+                    if self.build is None:
+                        raise InputError(f"router source: route {key!r} is a spec and the router has no build "
+                                         "function (make the router with "
+                                         "ccarchive.sources.registry.source_from_spec)")
+                    src = self.build(spec)
                 else:
                     src = spec
                 self._built[key] = src
