@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, overload
 
+from .args import check_cluster_arg, open_archive_arg
+
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
@@ -25,7 +27,7 @@ def add_arguments(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("meta", metavar="META.json", help="job metadata (cc-backend meta.json)")
         p.add_argument("data", metavar="DATA.json[.gz]", help="job metric data (cc-backend data.json, gzip allowed)")
     elif name == "ls":
-        from .pipeline_cmds import TIME_HELP, parse_time
+        from .args import TIME_HELP, parse_time
 
         p.add_argument("archive", help="archive URL or path")
         p.add_argument("--cluster", help="only this cluster")
@@ -141,43 +143,6 @@ def parse_job_key(text: str) -> tuple[str, int, int]:
     raise InputError(f"{text!r}: expected CLUSTER/JOBID/STARTTIME (or a job directory CLUSTER/L1/L2/START)")
 
 
-#: Modules whose exceptions mean "this storage location cannot be used" (matched by name, so
-#: none of them needs importing): unknown credentials, an unreachable endpoint, a bad URL.
-_STORAGE_LIBRARIES = ("fsspec", "s3fs", "botocore", "aiobotocore", "aiohttp")
-
-
-def open_archive_arg(url: str, *, create: bool = False, storage_options: dict[str, Any] | None = None) -> Any:
-    """``open_archive`` for a URL from the command line: what the storage libraries raise for a
-    bad location (unknown protocol, a file where a directory belongs, missing S3 credentials)
-    becomes one :class:`~ccarchive.errors.InputError` naming the URL."""
-    from ..archive import open_archive
-    from ..errors import CcArchiveError, InputError
-    from .main import UsageError
-
-    if not url.strip():
-        raise UsageError("the archive URL is empty")
-    try:
-        return open_archive(url, create=create, storage_options=storage_options)
-    except (CcArchiveError, ImportError):
-        raise  # ImportError: the error boundary names the package to install
-    except OSError as e:
-        raise InputError(f"{url}: cannot open the archive: {e.strerror or e}") from None
-    except ValueError as e:  # fsspec: "Protocol not known: ..."
-        raise InputError(f"{url}: not an archive URL: {e}") from None
-    except Exception as e:
-        if type(e).__module__.split(".")[0] in _STORAGE_LIBRARIES:
-            raise InputError(f"{url}: cannot open the archive: {type(e).__name__}: {e}") from None
-        raise
-
-
-def check_cluster_arg(archive: Any, cluster: str | None, url: str) -> None:
-    """``--cluster C`` must name a cluster of the archive (a typo would look like an empty archive)."""
-    from ..errors import ClusterConfigError
-
-    if cluster is not None and cluster not in (known := archive.clusters()):
-        raise ClusterConfigError(f"{url}: unknown cluster {cluster!r} (clusters: {', '.join(known) or 'none'})")
-
-
 # -- import --------------------------------------------------------------------------------------
 
 def _import(args: argparse.Namespace) -> int:
@@ -238,7 +203,7 @@ def _ls(args: argparse.Namespace) -> int:
     from ..archive import job_path
     from ..errors import CcArchiveError, describe_error
     from ..jobstable import JobFilter
-    from .pipeline_cmds import iso_time
+    from .args import iso_time
 
     archive = open_archive_arg(args.archive)
     check_cluster_arg(archive, args.cluster, args.archive)

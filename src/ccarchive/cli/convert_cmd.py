@@ -39,9 +39,14 @@ def add_arguments(name: str, p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-verify", action="store_true", help="do not read each job back from DST to compare")
     p.add_argument("--batch-jobs", type=int, default=64, metavar="N",
                    help="jobs per Parquet file batch (default: %(default)s)")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="processes converting to a Parquet target (default: one per core)")
     p.add_argument("--retries", type=int, default=3, metavar="N",
                    help="retries of a transient failure (S3 down, DB locked) per operation (default: %(default)s)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress display (a bar on a terminal, else a line per tenth of the jobs or 10 s)")
+    p.add_argument("--json", action="store_true",
+                   help="the result as one JSON document (counts, errors); errors also on stderr")
 
 
 def open_location(text: str, *, create: bool) -> Any:
@@ -64,6 +69,8 @@ def run(name: str, args: argparse.Namespace) -> int:
 
     if args.batch_jobs < 1:
         raise InputError(f"--batch-jobs must be at least 1, got {args.batch_jobs}")
+    if args.workers is not None and args.workers < 1:
+        raise InputError(f"--workers must be at least 1, got {args.workers}")
     if args.retries < 0:
         raise InputError(f"--retries must not be negative, got {args.retries}")
     dst_text = args.dst
@@ -77,9 +84,18 @@ def run(name: str, args: argparse.Namespace) -> int:
     if args.cluster and args.cluster not in src.clusters():
         raise InputError(f"{args.src}: no cluster {args.cluster!r} (clusters: {', '.join(src.clusters()) or 'none'})")
     report = convert(src, dst, cluster=args.cluster, overwrite=args.overwrite, verify=not args.no_verify,
-                     progress=not args.no_progress, batch_jobs=args.batch_jobs, retries=args.retries)
+                     progress=not args.no_progress, batch_jobs=args.batch_jobs, retries=args.retries,
+                     workers=args.workers)
     for e in report.errors:
         print(f"error: {e}", file=sys.stderr)
+    if args.json:
+        import json
+
+        print(json.dumps({"src": args.src, "dst": dst.url, "clusters": report.clusters, "total": report.total,
+                          "copied": report.copied, "skipped": report.skipped, "failed": report.failed,
+                          "verified": not args.no_verify, "bytes_read": report.bytes_read, "ok": report.ok,
+                          "errors": report.errors}))
+        return 0 if report.ok else 1
     verified = "" if args.no_verify else ", verified"
     print(f"converted {report.copied} of {report.total} jobs in {report.clusters} clusters{verified} "
           f"({report.skipped} already present, {report.failed} errors) -> {dst.url}")

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .pipeline_cmds import TIME_HELP, parse_time
+from .args import TIME_HELP, parse_time
 
 FORMATS = ("table", "csv", "json", "parquet")
 #: Columns of the text table besides the footprint columns (the metrics the site chose to rate jobs by).
@@ -36,7 +36,7 @@ def add_arguments(name: str, p: argparse.ArgumentParser) -> None:
 
 
 def run(name: str, args: argparse.Namespace) -> int:
-    from .archive_cmds import check_cluster_arg, open_archive_arg
+    from .args import check_cluster_arg, open_archive_arg
     from .main import UsageError
 
     fmt = args.format or _format_of(args.output)

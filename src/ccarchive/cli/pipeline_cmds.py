@@ -13,22 +13,11 @@ import dataclasses
 import logging
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .. import times
+from .args import TIME_HELP, iso_time, parse_time
 from .main import UsageError
-
-TIME_HELP = "Unix seconds or ISO 8601 (e.g. 2026-03-01 or 2026-03-01T12:00:00+01:00; no offset = UTC)"
-
-
-def parse_time(text: str) -> int:
-    """A point in time for the command line: Unix seconds or ISO 8601 (UTC unless an offset is given)."""
-    try:
-        return times.parse_time(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def add_arguments(name: str, p: argparse.ArgumentParser) -> None:
@@ -168,7 +157,7 @@ def run(name: str, args: argparse.Namespace) -> int:
 
 def _archive(args: argparse.Namespace) -> int:
     from ..jobdb import JobDB
-    from .archive_cmds import open_archive_arg
+    from .args import open_archive_arg
     from .batch import run_batch
 
     if args.job_id is not None and (not args.cluster or args.start_time is None):
@@ -208,7 +197,7 @@ def _archive(args: argparse.Namespace) -> int:
 def _retry(args: argparse.Namespace) -> int:
     from ..jobdb import JobDB
     from ..statestore import StateStore
-    from .archive_cmds import open_archive_arg
+    from .args import open_archive_arg
     from .batch import run_batch
 
     worker, retry = archiving_setup(args)
@@ -265,11 +254,6 @@ def status_report(job_db: str, state_db: str, now: int | None = None) -> dict[st
         "failures": [{"db_id": f.db_id, "attempts": f.attempts, "reason": f.last_error_reason,
                       "message": f.last_error_message} for f in failures],
     }
-
-
-def iso_time(epoch: int) -> str:
-    """Unix seconds as ISO 8601 in UTC: ``2026-03-01T12:00:00Z``."""
-    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def nagios_check(report: dict[str, Any], args: argparse.Namespace) -> tuple[int, str]:
