@@ -27,15 +27,10 @@ def add_arguments(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("meta", metavar="META.json", help="job metadata (cc-backend meta.json)")
         p.add_argument("data", metavar="DATA.json[.gz]", help="job metric data (cc-backend data.json, gzip allowed)")
     elif name == "ls":
-        from .args import TIME_HELP, parse_time
+        from .args import add_job_filters
 
         p.add_argument("archive", help="archive URL or path")
-        p.add_argument("--cluster", help="only this cluster")
-        p.add_argument("--user", help="only jobs of this user")
-        p.add_argument("--since", type=parse_time, metavar="TIME",
-                       help=f"only jobs that started at or after TIME; {TIME_HELP}")
-        p.add_argument("--until", type=parse_time, metavar="TIME", help="only jobs that started before TIME")
-        p.add_argument("--state", help="only jobs in this state (completed, failed, timeout, ...)")
+        add_job_filters(p)
         p.add_argument("--json", action="store_true",
                        help="JSON lines: one object per job (startTime as Unix seconds and startTimeISO in UTC), "
                             "no header or count")

@@ -12,6 +12,17 @@ from .. import times
 TIME_HELP = "Unix seconds or ISO 8601 (e.g. 2026-03-01 or 2026-03-01T12:00:00+01:00; no offset = UTC)"
 
 
+def add_job_filters(p: argparse.ArgumentParser) -> None:
+    """``--cluster --user --since --until --state``: the job filters of ``ls`` and ``jobs``
+    (a half-open window on the start time)."""
+    p.add_argument("--cluster", help="only jobs of this cluster")
+    p.add_argument("--user", help="only jobs of this user")
+    p.add_argument("--since", type=parse_time, metavar="TIME",
+                   help=f"only jobs that started at or after TIME; {TIME_HELP}")
+    p.add_argument("--until", type=parse_time, metavar="TIME", help="only jobs that started before TIME")
+    p.add_argument("--state", help="only jobs in this state (completed, failed, timeout, ...)")
+
+
 def parse_time(text: str) -> int:
     """A point in time for the command line: Unix seconds or ISO 8601 (UTC unless an offset is given)."""
     try:

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .args import TIME_HELP, parse_time
+from .args import add_job_filters
 
 FORMATS = ("table", "csv", "json", "parquet")
 #: Columns of the text table besides the footprint columns (the metrics the site chose to rate jobs by).
@@ -20,12 +20,7 @@ TABLE_COLUMNS = ("cluster", "job_id", "start_time", "user", "job_state", "num_no
 
 def add_arguments(name: str, p: argparse.ArgumentParser) -> None:
     p.add_argument("archive", help="archive URL or path (file, s3://, sqlite://, parquet+...)")
-    p.add_argument("--cluster", help="only jobs of this cluster")
-    p.add_argument("--user", help="only jobs of this user")
-    p.add_argument("--since", type=parse_time, metavar="TIME",
-                   help=f"only jobs that started at or after TIME; {TIME_HELP}")
-    p.add_argument("--until", type=parse_time, metavar="TIME", help="only jobs that started before TIME")
-    p.add_argument("--state", help="only jobs in this state (completed, failed, timeout, ...)")
+    add_job_filters(p)
     p.add_argument("--columns", metavar="A,B,...",
                    help="only these columns, in this order (default: all; the text table shows the job, "
                         "its node hours and the footprint columns)")
