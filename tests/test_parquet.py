@@ -325,3 +325,26 @@ def test_killed_streaming_writer_leaves_nothing_readers_see(tmp_path: Path):
         res = archive_job(good, source=SyntheticSource(seed=2), archive=None, cluster=fritz, sink=sink)
     assert list(arch.iter_job_keys()) == [good.key] and arch.load_data_bytes(good) == encode_job_data(res.data)
     assert pq.read_table(root / "series").num_rows == sum(b.num_series for s in res.data.values() for b in s.values())
+
+
+def test_rows_already_in_file_order_are_recognised_without_sorting():
+    """``sorted_for`` keeps rows that are in order (no copy) and sorts the rest; either way the
+    rows come out as a stable sort would put them (ties, strings, a null key)."""
+    rng = np.random.default_rng(3)
+    keys = S._SORT["series"]
+    for trial in range(60):
+        n = int(rng.integers(0, 40))
+        table = pa.table({"job_id": rng.integers(0, 3, n), "start_time": rng.integers(0, 2, n),
+                          "metric": rng.choice(["cpu_load", "flops_any", "mem_bw"], n),
+                          "scope": rng.choice(["core", "node"], n), "series": rng.integers(0, 3, n),
+                          "row": np.arange(n)})
+        if trial % 2:
+            table = table.sort_by([(k, "ascending") for k in keys])
+        if trial % 7 == 3 and n:
+            table = table.set_column(2, "metric", pa.array([None] + table["metric"].to_pylist()[1:], pa.string()))
+        expected = table.sort_by([(k, "ascending") for k in keys])
+        assert S.is_sorted(table, keys) == table.equals(expected) or (n > 1 and table["metric"].null_count)
+        got = S.sorted_for("series", table)
+        assert got.equals(expected)
+        if S.is_sorted(table, keys):
+            assert got is table

@@ -15,10 +15,19 @@ Why it works the way it does:
   files are read back once (not job by job, which would rescan the growing dataset) and each
   job compared with the source by a digest of what its data.json encodes (metric and scope
   names, units, timesteps, hostnames, ids, samples at the stored float32 precision, statistics,
-  statisticsSeries) and of its re-encoded meta.json.  A job that does not compare equal is
-  reported and, where the backend can, removed again so the next run retries it.
-* **Pipelined**: a background thread reads, inflates and decodes the next jobs while the
-  current ones are converted to Arrow and written (inflating and Parquet I/O release the GIL).
+  statisticsSeries) and of its re-encoded meta.json.  The source's digest is taken from the
+  decoded blocks, the target's straight from the Arrow rows read back (no float64 blocks are
+  rebuilt).  A job that does not compare equal is reported and, where the backend can, removed
+  again so the next run retries it.
+* **Pipelined**: a background thread reads, inflates, decodes and digests the next jobs while
+  the current ones are converted to Arrow and written (inflating and Parquet I/O release the
+  GIL); a batch's files are read back on threads of their own.
+* **Parallel** for Parquet targets: decoding and Arrow conversion hold the GIL, so forked worker
+  processes (one per core) each convert runs of consecutive jobs with a sink of their own — the
+  dataset takes any number of writers, and only small reports cross processes (sending decoded
+  jobs to one writer was measured slower: pickling the Arrow rows costs more than building them).
+  Where forking is unsafe (other threads running, e.g. an S3 client's, or an SQLite source whose
+  connection must not cross a fork) jobs are converted here.
 * Transient failures (S3 endpoint down, database locked) are retried a bounded number of
   times with backoff before the job is reported failed; the run continues with the next job.
 """
@@ -27,26 +36,28 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import posixpath
-import time
+import threading
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from .backends import Archive, JobKey
-from .backends.parquet import ParquetArchive, start_month, tables_to_data
-from .backends.parquet_schema import row_to_job
-from .errors import CcArchiveError, TransientError
+from .backends.parquet import ParquetArchive, block_bounds, float_lists, start_month
+from .backends.parquet_schema import SCHEMAS, row_to_job
+from .errors import CcArchiveError
 from .formats.data import _raw_string, decode_job_data, iter_job_data
 from .formats.meta import decode_job_meta, encode_job_meta
 from .model import Job, JobData
+from .retry import RetryPolicy, call_with_retries
 
 log = logging.getLogger(__name__)
 DATA_NAMES = ("data.json", "data.json.gz")
@@ -82,74 +93,118 @@ def complete_keys(archive: Archive, clusters: Iterable[str]) -> set[JobKey]:
     return out
 
 
-def _transient(e: BaseException) -> bool:
-    from .backends import is_transient_backend_error
-
-    if isinstance(e, TransientError):
-        return True
-    import sqlite3
-
-    if isinstance(e, sqlite3.OperationalError) and "locked" in str(e):
-        return True
-    return is_transient_backend_error(e)
-
-
 def with_retries(fn: Callable[[], Any], what: str, retries: int = 3, backoff: float = 0.5) -> Any:
-    """Call ``fn``; retry transient failures ``retries`` times with exponential backoff."""
-    for attempt in range(retries + 1):
-        try:
-            return fn()
-        except Exception as e:
-            if attempt == retries or not _transient(e):
-                raise
-            delay = backoff * 2**attempt
-            log.warning("%s: transient failure (%s: %s), retrying in %.1f s", what, type(e).__name__, e, delay)
-            time.sleep(delay)
-    raise AssertionError("unreachable")
+    """Call ``fn``; retry transient failures (:func:`ccarchive.retry.is_transient`) ``retries``
+    times, waiting ``backoff`` seconds and doubling (no jitter: one operation, not a crowd)."""
+    policy = RetryPolicy(max_attempts=retries + 1, base_s=backoff, jitter=False)
+    return call_with_retries(fn, what, policy, logger=log)
 
 
 def _digest(b: bytes) -> bytes:
-    return hashlib.blake2b(b, digest_size=16).digest()
+    return hashlib.sha256(b).digest()
 
 
 def _label(key: JobKey) -> str:
     return f"job {key[0]}/{key[1]}/{key[2]}"
 
 
-def _canonical(values: Any, dtype: Any) -> bytes:
-    """The array's bytes at ``dtype`` with every NaN (null) the same bit pattern."""
-    a = np.array(values, dtype=dtype)  # a copy: NaNs are set below
-    a[np.isnan(a)] = np.nan
-    return a.tobytes()
+def _canonical(values: Any, dtype: Any) -> npt.NDArray[Any]:
+    """A contiguous copy at ``dtype`` with every NaN (null) the same bit pattern (hashed as it
+    is: no bytes copy of the samples)."""
+    a = np.array(values, dtype=dtype, order="C")
+    np.copyto(a, np.nan, where=np.isnan(a))
+    return a
+
+
+# The digest of a job's data is taken twice: from the decoded source (:func:`data_digest`) and
+# from the Arrow rows read back from the dataset (:func:`rows_digest`, without rebuilding the
+# float64 blocks).  Both hash the same stream, block by block in sorted metric and scope order:
+# what data.json encodes of the block, samples at the stored float32 precision without the
+# padding of short series, statistics as the reader rebuilds them.
+
+def _hash_block(h: Any, scope: str, unit: tuple[str, str], timestep: int, hostnames: list[str],
+                ids: list[str | None], lengths: npt.NDArray[np.int64]) -> None:
+    h.update(b"S" + scope.encode() + b"\0" + repr((unit, timestep, hostnames, ids)).encode() + lengths.tobytes())
+
+
+def _hash_values(h: Any, samples: Any, has: npt.NDArray[np.bool_], stats: Any) -> None:
+    h.update(_canonical(samples, np.float32))
+    h.update(has.tobytes() + _canonical(np.where(has[:, None], stats, 0.0), np.float64).tobytes())
+
+
+def _hash_stats_series(h: Any, arrays: list[tuple[str, Any]] | None) -> None:
+    if arrays is None:
+        h.update(b"-")
+        return
+    for name, v in arrays:
+        h.update(name.encode() + (b"\0-" if v is None else b"\0%d" % len(v) + _canonical(v, np.float64).tobytes()))
 
 
 def data_digest(data: JobData) -> bytes:
     """A digest of everything data.json encodes of ``data``: two jobs with the same digest encode
     to the same text (samples are compared as float32, the archive's stored precision)."""
-    h = hashlib.blake2b(digest_size=16)
+    h = hashlib.sha256()  # hashed with the CPU's SHA instructions where it has them: twice blake2b's speed
     for metric in sorted(data):
         scopes = data[metric] or {}
         h.update(b"M" + metric.encode() + b"\0%d" % len(scopes))
         for scope in sorted(scopes):
             b = scopes[scope]
-            h.update(b"S" + scope.encode() + b"\0" + repr((b.unit.base, b.unit.prefix, int(b.timestep),
-                                                           list(b.hostnames), list(b.ids))).encode())
-            if b.num_series and b.statistics is not None:
-                lengths = np.asarray(b.lengths, dtype=np.int64)
-                h.update(lengths.tobytes())
+            n = b.num_series
+            lengths = np.asarray(b.lengths, dtype=np.int64).reshape(n)
+            _hash_block(h, scope, (b.unit.base, b.unit.prefix), int(b.timestep), list(b.hostnames), list(b.ids),
+                        lengths)
+            if n:
+                values = np.asarray(b.data)
                 width = int(lengths.max())
-                h.update(_canonical(np.asarray(b.data)[:, :width], np.float32))
-                has = np.ones(b.num_series, dtype=bool) if b.has_statistics is None else \
-                    np.asarray(b.has_statistics, dtype=bool)
-                h.update(has.tobytes() + _canonical(np.where(has[:, None], b.statistics, 0.0), np.float64))
+                samples = values[:, :width] if int(lengths.min()) == width else \
+                    np.concatenate([values[i, :ln] for i, ln in enumerate(lengths.tolist())])
+                has = np.ones(n, dtype=bool) if b.has_statistics is None else np.asarray(b.has_statistics, dtype=bool)
+                stats = np.full((n, 3), np.nan) if b.statistics is None else b.statistics
+                _hash_values(h, samples, has, stats)
             ss = b.statistics_series
-            if ss is None:
-                h.update(b"-")
-                continue
-            arrays = [("min", ss.min), ("median", ss.median), ("max", ss.max), ("mean", ss.mean)]
-            arrays += sorted((str(k), v) for k, v in (ss.percentiles or {}).items())
-            for name, v in arrays:
-                h.update(name.encode() + (b"\0-" if v is None else b"\0%d" % len(v) + _canonical(v, np.float64)))
+            _hash_stats_series(h, None if ss is None else [
+                ("min", ss.min), ("median", ss.median), ("max", ss.max), ("mean", ss.mean),
+                *sorted((str(k), v) for k, v in (ss.percentiles or {}).items())])
+    return h.digest()
+
+
+def rows_digest(metrics: pa.Table, series: pa.Table) -> bytes:
+    """:func:`data_digest` of the job whose ``metrics`` and ``series`` rows these are, taken from
+    the Arrow columns (what ``load_data`` would rebuild from them)."""
+    series, bounds = block_bounds(series)
+    hostnames, ids = series["hostname"].to_pylist(), series["id"].to_pylist()
+    lists = series["data"].combine_chunks()
+    lengths = pc.list_value_length(lists).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).tolist()
+    flat = pc.list_flatten(lists).to_numpy(zero_copy_only=False)  # float32, null -> NaN
+    stats = np.column_stack([series[k].to_numpy(zero_copy_only=False).astype(np.float64)
+                             for k in ("min", "avg", "max")]) if series.num_rows else np.zeros((0, 3))
+    has: npt.NDArray[np.bool_] = np.asarray(~np.isnan(stats).any(axis=1), dtype=np.bool_)
+
+    ss_cols = {k: float_lists(metrics[f"stats_{k}"]) for k in ("min", "median", "max", "mean")}
+    by_metric: dict[str, dict[str, int]] = {}
+    rows = metrics.select(["metric", "scope", "unit_base", "unit_prefix", "timestep", "stats_percentiles"]).to_pylist()
+    for i, r in enumerate(rows):
+        scopes = by_metric.setdefault(r["metric"], {})
+        if r["scope"] is not None:
+            scopes[r["scope"]] = i  # the last row of a scope, as load_data takes it
+    h = hashlib.sha256()
+    for metric in sorted(by_metric):
+        scopes = by_metric[metric]
+        h.update(b"M" + metric.encode() + b"\0%d" % len(scopes))
+        for scope in sorted(scopes):
+            i = scopes[scope]
+            r = rows[i]
+            lo, hi = bounds.get((metric, scope), (0, 0))
+            _hash_block(h, scope, (r["unit_base"] or "", r["unit_prefix"] or ""), int(r["timestep"]),
+                        hostnames[lo:hi], ids[lo:hi], lengths[lo:hi])
+            if hi > lo:
+                _hash_values(h, flat[offsets[lo]:offsets[hi]], has[lo:hi], stats[lo:hi])
+            pct = r["stats_percentiles"]
+            _hash_stats_series(h, None if ss_cols["min"][i] is None else [
+                *((k, ss_cols[k][i]) for k in ("min", "median", "max", "mean")),
+                *sorted((str(int(k)), np.array([np.nan if x is None else x for x in v], dtype=np.float64))
+                        for k, v in pct or [])])
     return h.digest()
 
 
@@ -174,10 +229,14 @@ class _Read:
     data_raw: bytes = b""
     job: Job | None = None
     data: JobData | None = None
+    meta_digest: bytes = b""
+    data_digest: bytes = b""
     error: BaseException | None = None
 
 
-def _read_job(src: Archive, key: JobKey, decode: bool, retries: int, backoff: float) -> _Read:
+def _read_job(src: Archive, key: JobKey, decode: bool, verify: bool, retries: int, backoff: float) -> _Read:
+    """Read one job; with ``decode`` also decode it, check it encodes and take its digests (all
+    off the writing thread)."""
     r = _Read(key)
     try:
         r.meta_raw = with_retries(partial(src.load_meta_bytes, key), _label(key), retries, backoff)
@@ -189,6 +248,9 @@ def _read_job(src: Archive, key: JobKey, decode: bool, retries: int, backoff: fl
         if decode:
             r.data = decode_job_data(r.data_raw)
             r.data_raw = b""  # the decoded arrays do not refer to it: free it now
+            check_encodable(r.data)
+            r.meta_digest = _digest(encode_job_meta(r.job))
+            r.data_digest = data_digest(r.data) if verify else b""
     except Exception as e:  # noqa: BLE001 - reported by the caller, per job
         r.error = e
     return r
@@ -198,14 +260,15 @@ def _read_job(src: Archive, key: JobKey, decode: bool, retries: int, backoff: fl
 READ_AHEAD = 2
 
 
-def _read_ahead(src: Archive, keys: list[JobKey], decode: bool, retries: int, backoff: float) -> Iterator[_Read]:
+def _read_ahead(src: Archive, keys: list[JobKey], decode: bool, verify: bool, retries: int,
+                backoff: float) -> Iterator[_Read]:
     """The jobs of ``keys`` in order, each read by a background thread while earlier ones are written."""
     with ThreadPoolExecutor(1, thread_name_prefix="convert-read") as pool:
         queue: list[Future[_Read]] = []
         it = iter(keys)
         try:
             for key in it:
-                queue.append(pool.submit(_read_job, src, key, decode, retries, backoff))
+                queue.append(pool.submit(_read_job, src, key, decode, verify, retries, backoff))
                 if len(queue) > READ_AHEAD:
                     yield queue.pop(0).result()
             while queue:
@@ -215,35 +278,188 @@ def _read_ahead(src: Archive, keys: list[JobKey], decode: bool, retries: int, ba
                 f.cancel()
 
 
+def _job_runs(table: pa.Table) -> Iterator[tuple[tuple[int, int], pa.Table]]:
+    """(job_id, start_time) and rows of each run of one job's rows (files are sorted by job, so a
+    job is one run; any order still works: a job's runs are joined by the caller)."""
+    n = table.num_rows
+    if n == 0:
+        return
+    jid, st = table["job_id"].to_numpy(), table["start_time"].to_numpy()
+    cuts = (np.flatnonzero((jid[1:] != jid[:-1]) | (st[1:] != st[:-1])) + 1).tolist()
+    for a, b in zip([0, *cuts], [*cuts, n], strict=True):
+        yield (int(jid[a]), int(st[a])), table.slice(a, b - a)
+
+
 def _read_back(dst: ParquetArchive, written: list[str], keys: list[JobKey]) -> dict[JobKey, tuple[bytes, bytes]]:
-    """(meta digest, data digest) of each job of ``keys`` as stored in the batch files ``written``."""
+    """(meta digest, data digest) of each job of ``keys`` as stored in the batch files ``written``.
+    The files are read on a thread each (reading releases the GIL) while earlier partitions are
+    digested."""
     files: dict[str, list[str]] = {}
     for path in written:
         files.setdefault(posixpath.dirname(path), []).append(path)
-
-    def table(name: str, cluster: str, month: str) -> pa.Table:
-        paths = files.get(dst.partition_dir(name, cluster, month), [])
-        parts = []
-        for p in paths:
-            with dst.fs.open(p, "rb") as f:
-                parts.append(pq.read_table(f))
-        return pa.concat_tables(parts, promote_options="default") if parts else pa.table({})
-
-    out: dict[JobKey, tuple[bytes, bytes]] = {}
     by_part: dict[tuple[str, str], list[JobKey]] = {}
     for key in keys:
         by_part.setdefault((key[0], start_month(key[2])), []).append(key)
-    for (cluster, month), part_keys in by_part.items():
-        jobs, metrics, series = (table(t, cluster, month) for t in ("jobs", "metrics", "series"))
-        rows = {(r["job_id"], r["start_time"]): r for r in jobs.to_pylist()}
-        for key in part_keys:
-            row = rows.get((key[1], key[2]))
-            if row is None:
-                continue
-            flt = (pc.field("job_id") == key[1]) & (pc.field("start_time") == key[2])
-            data = tables_to_data(metrics.filter(flt), series.filter(flt))
-            out[key] = (_digest(encode_job_meta(row_to_job(cluster, row))), data_digest(data))
+    names = ("jobs", "metrics", "series")
+    wanted = {(cluster, month, name): files.get(dst.partition_dir(name, cluster, month), [])
+              for cluster, month in by_part for name in names}
+
+    def table(parts: list[pa.Table] | None, name: str) -> pa.Table:
+        if not parts:
+            return SCHEMAS[name].empty_table()
+        return parts[0] if len(parts) == 1 else pa.concat_tables(parts, promote_options="default")
+
+    out: dict[JobKey, tuple[bytes, bytes]] = {}
+    with ThreadPoolExecutor(min(4, os.cpu_count() or 1), thread_name_prefix="convert-verify") as pool:
+        reads = {k: [pool.submit(dst.read_file, p) for p in paths] for k, paths in wanted.items()}
+        for (cluster, month), part_keys in by_part.items():
+            rows: dict[str, dict[tuple[int, int], list[pa.Table]]] = {}
+            for name in names:
+                rows[name] = {}
+                for fut in reads.pop((cluster, month, name)):
+                    for job, run in _job_runs(fut.result()):
+                        rows[name].setdefault(job, []).append(run)
+            for key in part_keys:
+                job = (key[1], key[2])
+                if job not in rows["jobs"]:
+                    continue
+                row = table(rows["jobs"][job], "jobs").to_pylist()[-1]
+                data_d = rows_digest(table(rows["metrics"].get(job), "metrics"),
+                                     table(rows["series"].get(job), "series"))
+                out[key] = (_digest(encode_job_meta(row_to_job(cluster, row))), data_d)
     return out
+
+
+@dataclass
+class _Settings:
+    verify: bool
+    batch_jobs: int
+    retries: int
+    backoff: float
+
+
+@dataclass
+class _Part:
+    """What copying some of the jobs did (one worker's share, merged into the report)."""
+
+    copied: int = 0
+    bytes_read: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def _convert_keys(src: Archive, dst: Archive, keys: list[JobKey], s: _Settings,
+                  step: Callable[[], Any] = lambda: None) -> _Part:
+    """Copy the jobs of ``keys`` into ``dst`` (a Parquet target: in batches, each read back once)."""
+    part = _Part()
+    sink = dst.sink(max_jobs=s.batch_jobs) if isinstance(dst, ParquetArchive) else None
+    pending: list[tuple[JobKey, bytes, bytes]] = []  # parquet: (key, meta digest, data digest)
+
+    def check_pending(written: list[str]) -> None:
+        got: dict[JobKey, tuple[bytes, bytes]] = {}
+        if s.verify and isinstance(dst, ParquetArchive):
+            try:
+                got = _read_back(dst, written, [k for k, _, _ in pending])
+            except Exception as e:  # noqa: BLE001 - every job of the batch is unverified
+                part.errors += [f"{_label(k)}: verification failed: {type(e).__name__}: {e}" for k, _, _ in pending]
+                pending.clear()
+                return
+        for key, meta_d, data_d in pending:
+            if s.verify and got.get(key) != (meta_d, data_d):
+                what = "not found" if key not in got else "differs from the source"
+                part.errors.append(f"{_label(key)}: verification failed: read back from the target {what}")
+            else:
+                part.copied += 1
+        pending.clear()
+
+    def flush() -> None:
+        if sink is not None and sink.pending:
+            try:
+                written = with_retries(sink.flush, "parquet batch", s.retries, s.backoff)
+            except Exception as e:  # noqa: BLE001
+                part.errors += [f"{_label(k)}: not written: {type(e).__name__}: {e}" for k, _, _ in pending]
+                pending.clear()
+                sink.discard()
+                return
+            check_pending(written)
+
+    for r in _read_ahead(src, keys, sink is not None, s.verify, s.retries, s.backoff):
+        key = r.key
+        part.bytes_read += r.size
+        try:
+            if r.error is not None:
+                raise r.error
+            assert r.job is not None
+            if sink is not None:
+                assert r.data is not None
+                pending.append((key, r.meta_digest, r.data_digest))
+                sink.add(r.job, r.data, flush_when_full=False)
+                r.data = None
+                if sink.full:
+                    flush()
+            else:
+                _copy_one(dst, key, r.meta_raw, r.data_raw, s.verify, s.retries, s.backoff)
+                part.copied += 1
+        except Exception as e:  # noqa: BLE001 - one job's failure must not end the run
+            part.errors.append(f"{_label(key)}: {type(e).__name__}: {e}")
+        step()
+    flush()
+    return part
+
+
+# -- worker processes (Parquet targets) ------------------------------------------------------------
+# Converting to Parquet is CPU work (decoding, Arrow, zstd, reading back), and the dataset takes
+# any number of writers: forked workers each convert whole chunks of jobs with their own sink,
+# so each chunk is a batch of its own and nothing but the small reports crosses processes.
+
+_WORKER: tuple[Archive, Archive, _Settings] | None = None
+
+
+def _init_worker(src: Archive, dst: Archive, s: _Settings) -> None:
+    global _WORKER
+    _WORKER = (src, dst, s)
+
+
+def _convert_chunk(keys: list[JobKey]) -> _Part:
+    assert _WORKER is not None
+    return _convert_keys(*_WORKER[:2], keys, _WORKER[2])
+
+
+def _chunks(keys: list[JobKey], batch_jobs: int, workers: int) -> list[list[JobKey]]:
+    """Runs of consecutive jobs (files keep narrow job ranges): four per worker, so that runs of
+    large jobs even out, and at most a batch each."""
+    size = max(1, min(batch_jobs, -(-len(keys) // (4 * workers))))
+    return [keys[i:i + size] for i in range(0, len(keys), size)]
+
+
+def _fork_safe() -> bool:
+    """No other thread runs here that could hold a lock at the fork (tqdm's monitor, left over
+    from an earlier progress bar, only sleeps; the workers never touch tqdm)."""
+    me = threading.current_thread()
+    return all(t is me or t.name == "tqdm_monitor" for t in threading.enumerate())
+
+
+def _start_pool(src: Archive, dst: Archive, s: _Settings, chunks: list[list[JobKey]],
+                workers: int) -> tuple[ProcessPoolExecutor, list[Future[_Part]]] | None:
+    """Fork the workers and hand them the chunks, or None where forking is unsafe (other threads
+    run in this process, e.g. an S3 client's; an SQLite source), where the workers' files would not
+    be seen here (a dataset in this process's memory) or there is too little work to share."""
+    import multiprocessing
+
+    from .backends.sqlite import SqliteArchive
+
+    if workers < 2 or len(chunks) < 2 or not _fork_safe() or "fork" not in multiprocessing.get_all_start_methods():
+        return None
+    if isinstance(src, SqliteArchive) or not (isinstance(dst, ParquetArchive) and dst.is_local):
+        return None  # an SQLite connection must not be used across a fork
+    try:
+        from .kernels.jsonnum import warm_up
+
+        warm_up()  # loaded once here rather than in every worker
+    except ImportError:
+        pass
+    pool = ProcessPoolExecutor(min(workers, len(chunks)), mp_context=multiprocessing.get_context("fork"),
+                               initializer=_init_worker, initargs=(src, dst, s))
+    return pool, [pool.submit(_convert_chunk, c) for c in chunks]  # forks now, before any thread starts
 
 
 def convert(
@@ -257,9 +473,12 @@ def convert(
     batch_jobs: int = 64,
     retries: int = 3,
     backoff: float = 0.5,
+    workers: int | None = None,
 ) -> ConvertReport:
-    """Copy every job (and cluster config) of ``src`` into ``dst``; see the module doc."""
-    from tqdm import tqdm
+    """Copy every job (and cluster config) of ``src`` into ``dst``; see the module doc.
+    ``workers``: processes converting to a Parquet target (default: one per core; 1 converts here)."""
+    from .logs import progress as progress_display
+    from .verify import default_workers
 
     rep = ConvertReport()
     clusters = [cluster] if cluster else src.clusters()
@@ -275,65 +494,42 @@ def convert(
     done = set() if overwrite else complete_keys(dst, clusters)
     todo = [k for k in keys if k not in done]
     rep.skipped = rep.total - len(todo)
-    sink = dst.sink(max_jobs=max(1, batch_jobs)) if isinstance(dst, ParquetArchive) else None
-    pending: list[tuple[JobKey, bytes, bytes]] = []  # parquet: (key, meta digest, data digest)
-    bar = tqdm(total=rep.total, initial=rep.skipped, unit="job", desc="convert", disable=not progress,
-               dynamic_ncols=True)
-
-    def check_pending(written: list[str]) -> None:
-        got: dict[JobKey, tuple[bytes, bytes]] = {}
-        if verify and isinstance(dst, ParquetArchive):
-            try:
-                got = _read_back(dst, written, [k for k, _, _ in pending])
-            except Exception as e:  # noqa: BLE001 - every job of the batch is unverified
-                rep.errors += [f"{_label(k)}: verification failed: {type(e).__name__}: {e}" for k, _, _ in pending]
-                pending.clear()
-                return
-        for key, meta_d, data_d in pending:
-            if verify and got.get(key) != (meta_d, data_d):
-                what = "not found" if key not in got else "differs from the source"
-                rep.errors.append(f"{_label(key)}: verification failed: read back from the target {what}")
-            else:
-                rep.copied += 1
-        pending.clear()
-
-    def flush() -> None:
-        if sink is not None and sink.pending:
-            try:
-                written = with_retries(sink.flush, "parquet batch", retries, backoff)
-            except Exception as e:  # noqa: BLE001
-                rep.errors += [f"{_label(k)}: not written: {type(e).__name__}: {e}" for k, _, _ in pending]
-                pending.clear()
-                sink.discard()
-                return
-            check_pending(written)
-
+    s = _Settings(verify, max(1, batch_jobs), retries, backoff)
+    n = (default_workers() if workers is None else max(1, workers)) if isinstance(dst, ParquetArchive) else 1
+    chunks = _chunks(todo, s.batch_jobs, n)
+    started = _start_pool(src, dst, s, chunks, n)
+    bar = progress_display(rep.total, "convert", enabled=progress, initial=rep.skipped)
     try:
-        for r in _read_ahead(src, todo, sink is not None, retries, backoff):
-            key = r.key
-            rep.bytes_read += r.size
-            try:
-                if r.error is not None:
-                    raise r.error
-                assert r.job is not None
-                if sink is not None:
-                    assert r.data is not None
-                    check_encodable(r.data)
-                    pending.append((key, _digest(encode_job_meta(r.job)), data_digest(r.data) if verify else b""))
-                    sink.add(r.job, r.data, flush_when_full=False)
-                    r.data = None
-                    if sink.full:
-                        flush()
-                else:
-                    _copy_one(dst, key, r.meta_raw, r.data_raw, verify, retries, backoff)
-                    rep.copied += 1
-            except Exception as e:  # noqa: BLE001 - one job's failure must not end the run
-                rep.errors.append(f"{_label(key)}: {type(e).__name__}: {e}")
-            bar.update()
-        flush()
+        if started is None:
+            parts = [_convert_keys(src, dst, todo, s, bar.update)]
+        else:
+            parts = _gather(started[1], chunks, src, dst, s, bar)
     finally:
         bar.close()
+        if started is not None:
+            started[0].shutdown(wait=True, cancel_futures=True)
+    for part in parts:
+        rep.copied += part.copied
+        rep.bytes_read += part.bytes_read
+        rep.errors += part.errors
     return rep
+
+
+def _gather(futures: list[Future[_Part]], chunks: list[list[JobKey]], src: Archive, dst: Archive, s: _Settings,
+            bar: Any) -> list[_Part]:
+    """The workers' parts in chunk order; a chunk whose worker died (killed, out of memory) is
+    converted again in this process (its rows, if any were written, are superseded)."""
+    index = {f: i for i, f in enumerate(futures)}
+    parts: dict[int, _Part] = {}
+    for fut in as_completed(futures):
+        i = index[fut]
+        try:
+            parts[i] = fut.result()
+        except Exception:  # noqa: BLE001
+            log.warning("convert: a worker process failed; converting its %d jobs here", len(chunks[i]))
+            parts[i] = _convert_keys(src, dst, chunks[i], s)
+        bar.update(len(chunks[i]))
+    return [parts[i] for i in range(len(chunks))]
 
 
 def _copy_one(dst: Archive, key: JobKey, meta_raw: bytes, data_raw: bytes, verify: bool,

@@ -1,7 +1,7 @@
 """The Arrow/Parquet form of the archive: columnar tables that DuckDB, Polars, pandas, Spark or
 Trino scan in place, written with pyarrow through fsspec (local disk, S3, ...).
 
-Why this shape (spec §4, §9): analysis asks "mean flops_any per user" over thousands of jobs or
+Why this shape: analysis asks "mean flops_any per user" over thousands of jobs or
 "the series of job X"; neither should decompress whole jobs.  So there is no JSON in a column
 (cc-backend's Parquet export stores gzipped JSON); instead three tables, Hive-partitioned by
 ``cluster=`` and ``start_month=`` (UTC ``YYYY-MM`` of the start time)::
@@ -25,12 +25,14 @@ archive's own precision —, statistics and statisticsSeries as float64).
 from __future__ import annotations
 
 import json
+import os
 import posixpath
 import re
 import time
 import urllib.parse
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import fsspec
@@ -42,7 +44,6 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
-from ..archive import WriteResult, job_path
 from ..atomicio import TMP_PREFIX, AtomicFile, put_atomic
 from ..cluster import Cluster, encode_cluster, load_cluster
 from ..errors import ClusterConfigError, FormatError, InputError
@@ -51,7 +52,7 @@ from ..formats.meta import decode_job_meta, encode_job_meta
 from ..jobstable import Layout
 from ..model import FloatArray, Job, JobData, JobMetric, StatsSeries, Unit
 from ..names import check_cluster_name, check_key_int, is_cluster_name, is_job_key
-from . import Entry, JobKey, key_of
+from . import Entry, JobKey, WriteResult, job_path, key_of
 from . import parquet_schema as S
 
 MARKER = "_ccarchive_parquet.json"
@@ -106,6 +107,11 @@ class ParquetArchive:
             self._pafs = PyFileSystem(FSSpecHandler(self.fs))
         self._clusters: dict[str, Cluster] = {}
         self._check_marker(create)
+
+    @property
+    def is_local(self) -> bool:
+        """True for a dataset on the local disk (which other processes see as this one does)."""
+        return self._local
 
     def _p(self, *parts: str) -> str:
         return posixpath.join(self.root, *parts)
@@ -211,6 +217,10 @@ class ParquetArchive:
                          f"(archive the job again to supersede it)")
 
     # -- reading ----------------------------------------------------------------------------------
+    def read_file(self, path: str) -> pa.Table:
+        """One Parquet file of the dataset, whole (``path`` as :meth:`ParquetSink.flush` returns it)."""
+        return pq.read_table(path, filesystem=self._pafs)
+
     def dataset(self, table: str) -> ds.Dataset:
         """The whole table as a pyarrow dataset (partition columns ``cluster`` and ``start_month``)."""
         schema = S.with_partitions(S.SCHEMAS[table])
@@ -372,22 +382,57 @@ def _partition_value(path: str, name: str) -> str | None:
 def tables_to_data(metrics: pa.Table, series: pa.Table) -> JobData:
     """Rebuild the columnar :class:`JobMetric` blocks of one job from its metrics and series rows."""
     out: JobData = {}
-    series = series.sort_by([("metric", "ascending"), ("scope", "ascending"), ("series", "ascending")])
-    s_metric = series["metric"].to_pylist()
-    s_scope = series["scope"].to_pylist()
-    bounds: dict[tuple[str, str], list[int]] = {}
-    for i, ms in enumerate(zip(s_metric, s_scope, strict=True)):
-        bounds.setdefault(ms, [i, i])[1] = i + 1
-    for m in metrics.to_pylist():
+    series, bounds = block_bounds(series)
+    # statisticsSeries straight into numpy (a Python float per value is slow for long jobs)
+    stats = {k: float_lists(metrics[f"stats_{k}"]) for k in ("min", "median", "max", "mean")}
+    rows = metrics.select([f.name for f in S.METRICS if not f.name.startswith("stats_")] +
+                          ["stats_percentiles"]).to_pylist()
+    for i, m in enumerate(rows):
         scopes = out.setdefault(m["metric"], {})
         if m["scope"] is None:  # a metric stored with no scopes at all
             continue
-        lo, hi = bounds.get((m["metric"], m["scope"]), [0, 0])
+        for k, values in stats.items():
+            m[f"stats_{k}"] = values[i]
+        lo, hi = bounds.get((m["metric"], m["scope"]), (0, 0))
         scopes[m["scope"]] = _block(m, series.slice(lo, hi - lo))
     return out
 
 
-def _f64(values: list[float | None]) -> FloatArray:
+def block_bounds(series: pa.Table) -> tuple[pa.Table, dict[tuple[str, str], tuple[int, int]]]:
+    """One job's series rows in (metric, scope, series) order (files are written so: no copy
+    then), and the row range of each (metric, scope) block, found without a Python step per row."""
+    order = ["metric", "scope", "series"]
+    if not S.is_sorted(series, order):
+        series = series.sort_by([(k, "ascending") for k in order])
+    n = series.num_rows
+    if n == 0:
+        return series, {}
+    change = np.zeros(n, dtype=bool)
+    change[0] = True
+    for k in ("metric", "scope"):
+        col = series[k]
+        change[1:] |= pc.not_equal(col.slice(1), col.slice(0, n - 1)).fill_null(True).to_numpy(zero_copy_only=False)
+    starts = np.flatnonzero(change).tolist()
+    metric, scope = series["metric"].take(starts).to_pylist(), series["scope"].take(starts).to_pylist()
+    ends = [*starts[1:], n]
+    return series, {(m, sc): (lo, hi) for m, sc, lo, hi in zip(metric, scope, starts, ends, strict=True)}
+
+
+def float_lists(col: pa.ChunkedArray) -> list[FloatArray | None]:
+    """Each row of a list<double> column as a float64 array (null values as NaN), or None."""
+    arr = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+    lengths = pc.list_value_length(arr)
+    valid = lengths.is_valid().to_numpy(zero_copy_only=False)
+    counts = lengths.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+    ends = np.cumsum(counts)
+    starts = ends - counts
+    flat = pc.list_flatten(arr).to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+    return [flat[a:b] if ok else None for a, b, ok in zip(starts.tolist(), ends.tolist(), valid.tolist(), strict=True)]
+
+
+def _f64(values: Any) -> FloatArray:
+    if isinstance(values, np.ndarray):
+        return values
     return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
 
 
@@ -397,10 +442,10 @@ def _block(m: dict[str, Any], rows: pa.Table) -> JobMetric:
     lengths = pc.list_value_length(lists).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
     width = int(lengths.max()) if n else 0
     flat = pc.list_flatten(lists).to_numpy(zero_copy_only=False).astype(np.float64)  # null -> NaN
-    data = np.full((n, width), np.nan, dtype=np.float64)
     if n and int(lengths.min()) == width:
-        data[:] = flat.reshape(n, width)
+        data = flat.reshape(n, width)  # astype made it a fresh array
     else:
+        data = np.full((n, width), np.nan, dtype=np.float64)
         pos = 0
         for i, ln in enumerate(lengths.tolist()):
             data[i, :ln] = flat[pos:pos + ln]
@@ -574,14 +619,22 @@ class ParquetSink:
         layout = Layout.of(self._jobs, self.dataset.stored_clusters())
         written = list(self._published)
         name = f"part-{stamp}-{self._batch}.parquet"
-        for (cluster, month), tables in sorted(self._series.items()):
-            table = S.sorted_for("series", pa.concat_tables(tables)) if tables else S.SERIES.empty_table()
-            path = posixpath.join(self.dataset.partition_dir("series", cluster, month), name)
+        series = {posixpath.join(self.dataset.partition_dir("series", cluster, month), name): tables
+                  for (cluster, month), tables in sorted(self._series.items())}
+        todo = [path for path in series if path not in self._flushed]
+        if len(todo) > 1:  # one file per partition, each on its own thread (pyarrow releases the GIL)
+            with ThreadPoolExecutor(min(len(todo), os.cpu_count() or 1), thread_name_prefix="parquet-flush") as pool:
+                futures = [pool.submit(self._write_series, path, series[path]) for path in todo]
+            for path, fut in zip(todo, futures, strict=True):
+                if fut.exception() is None:  # kept for a retry even when another file failed
+                    self._flushed.add(path)
+            for fut in futures:
+                fut.result()  # the first failure, raised
+        for path in todo:
             if path not in self._flushed:
-                with AtomicFile(self.dataset.fs, path) as out, S.parquet_writer("series", out.file) as writer:
-                    S.write_row_groups(writer, table, ROW_GROUP_BYTES)
+                self._write_series(path, series[path])
                 self._flushed.add(path)
-            written.append(path)
+        written += series
         small = {"metrics": {part: pa.concat_tables(tables) for part, tables in self._metrics.items()},
                  "jobs": {part: S.jobs_file_table(rows, part_jobs[part], layout) for part, rows in jobs.items()}}
         for t in ("metrics", "jobs"):
@@ -593,6 +646,12 @@ class ParquetSink:
                 written.append(path)
         self._reset()
         return written
+
+    def _write_series(self, path: str, tables: list[pa.Table]) -> None:
+        """One partition's ``series`` file of the batch (its rows sorted by job)."""
+        table = S.sorted_for("series", pa.concat_tables(tables)) if tables else S.SERIES.empty_table()
+        with AtomicFile(self.dataset.fs, path) as out, S.parquet_writer("series", out.file) as writer:
+            S.write_row_groups(writer, table, ROW_GROUP_BYTES)
 
     def close(self) -> None:
         self.abandon()
