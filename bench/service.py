@@ -2,7 +2,7 @@
 
 ``ccarchive serve`` runs as a subprocess on loopback with a real S3 archive (``rclone serve s3``,
 as in the tests), the synthetic source, a SQLite job DB and JWT authentication.  16 clients on
-keep-alive connections send 1,000 stop_job requests (quick: 200) for running 1-node jobs, once
+keep-alive connections (one process each) send 1,000 stop_job requests (quick: 200) for running 1-node jobs, once
 with the archive up and once right after the S3 server was stopped; the server stays down for
 90 s (quick: 10 s), is started again, and every job must then be archived by the worker's retries.
 
@@ -19,12 +19,12 @@ import base64
 import http.client
 import json
 import math
+import multiprocessing
 import os
 import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -123,31 +123,17 @@ class _Sidecar:
                      "stopTime": j.start_time + 300}) for i, j in zip(ids, jobs, strict=True)]
 
     def burst(self, jobs: list[tuple[int, dict[str, Any]]]) -> tuple[list[float], float, int]:
-        """Stop every job from CLIENTS keep-alive connections: (latencies, wall seconds, non-200 answers)."""
-        latencies: list[float] = []
-        bad = [0]
-        lock = threading.Lock()
-        headers = {"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"}
-
-        def client(part: list[tuple[int, dict[str, Any]]]) -> None:
-            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=300)
-            for _, payload in part:
-                t0 = time.perf_counter()
-                conn.request("POST", "/api/jobs/stop_job/", body=json.dumps(payload), headers=headers)
-                resp = conn.getresponse()
-                resp.read()
-                with lock:
-                    latencies.append(time.perf_counter() - t0)
-                    bad[0] += resp.status != 200
-            conn.close()
-
-        t0 = time.perf_counter()
-        threads = [threading.Thread(target=client, args=(jobs[k::CLIENTS],)) for k in range(CLIENTS)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(600)
-        return latencies, time.perf_counter() - t0, bad[0]
+        """Stop every job from CLIENTS client processes, each on one keep-alive connection:
+        (latencies, wall seconds, non-200 answers).  Processes, not threads: 16 threads of one
+        interpreter would time each other's GIL waits into the latencies."""
+        parts = [(self.port, self.token, [payload for _, payload in jobs[k::CLIENTS]]) for k in range(CLIENTS)]
+        ctx = multiprocessing.get_context("spawn")
+        with ctx.Pool(CLIENTS) as pool:
+            pool.map(_ping, [self.port] * CLIENTS)  # clients started and connected before the clock runs
+            t0 = time.perf_counter()
+            results = pool.map(_client, parts, chunksize=1)
+            wall = time.perf_counter() - t0
+        return [x for lat, _ in results for x in lat], wall, sum(bad for _, bad in results)
 
     def archived(self, ids: list[int]) -> int:
         import sqlite3
@@ -162,6 +148,31 @@ class _Sidecar:
         with sqlite3.connect(self.db_path) as c:
             return int(c.execute(f"SELECT count(*) FROM job WHERE monitoring_status = 2 AND id IN "
                                  f"({','.join(map(str, ids))})").fetchone()[0])
+
+
+def _ping(port: int) -> None:
+    """Warm a client process (imports, first connection)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    conn.request("GET", "/healthz")
+    conn.getresponse().read()
+    conn.close()
+
+
+def _client(part: tuple[int, str, list[dict[str, Any]]]) -> tuple[list[float], int]:
+    """One client: its stop requests one after another on one keep-alive connection."""
+    port, token, payloads = part
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+    latencies, bad = [], 0
+    for payload in payloads:
+        t0 = time.perf_counter()
+        conn.request("POST", "/api/jobs/stop_job/", body=json.dumps(payload), headers=headers)
+        resp = conn.getresponse()
+        resp.read()
+        latencies.append(time.perf_counter() - t0)
+        bad += resp.status != 200
+    conn.close()
+    return latencies, bad
 
 
 def _bare_db_updates(root: Path, n: int) -> list[float]:
