@@ -282,8 +282,8 @@ def _check_chunk(entries: list[Entry]) -> list[VerifyReport]:
 class _Pool:
     """Checks job entries in worker processes (forked: they inherit the open archive), yielding
     the reports in the entries' order.  Jobs run in this process when one worker is asked for,
-    when there are too few jobs to gain from it, or when other threads run here (forking a
-    process with threads is unsafe); a broken pool falls back to this process too."""
+    when there are too few jobs to gain from it, for a SQLite archive, or when other threads run
+    here (forking a process with threads is unsafe); a broken pool falls back to this process too."""
 
     def __init__(self, archive: Archive, workers: int) -> None:
         self.archive, self.workers = archive, max(1, workers)
@@ -298,7 +298,11 @@ class _Pool:
         return self.executor
 
     def check(self, entries: list[Entry]) -> Iterator[VerifyReport]:
-        if self.workers == 1 or len(entries) < 2 * self.workers or "fork" not in _start_methods():
+        from .backends.sqlite import SqliteArchive
+
+        # an open SQLite connection must not be carried into a forked process
+        if (self.workers == 1 or len(entries) < 2 * self.workers or "fork" not in _start_methods()
+                or isinstance(self.archive, SqliteArchive)):
             yield from (_check_entry(self.archive, e) for e in entries)
             return
         executor = self._executor()
