@@ -22,7 +22,7 @@ Why it works the way it does:
 * **Pipelined**: a background thread reads, inflates, decodes and digests the next jobs while
   the current ones are converted to Arrow and written (inflating and Parquet I/O release the
   GIL); a batch's files are read back on threads of their own.
-* **Parallel** for Parquet targets: decoding and Arrow conversion hold the GIL, so forked worker
+* **Parallel** for Parquet targets: decoding and Arrow conversion hold the GIL, so worker
   processes (one per core) each convert runs of consecutive jobs with a sink of their own — the
   dataset takes any number of writers, and only small reports cross processes (sending decoded
   jobs to one writer was measured slower: pickling the Arrow rows costs more than building them).
@@ -447,7 +447,8 @@ def _start_pool(src: Archive, dst: Archive, s: _Settings, chunks: list[list[JobK
 
     from .backends.sqlite import SqliteArchive
 
-    if workers < 2 or len(chunks) < 2 or not _fork_safe() or "fork" not in multiprocessing.get_all_start_methods():
+    if (workers < 2 or len(chunks) < 2 or not _fork_safe()
+            or "forkserver" not in multiprocessing.get_all_start_methods()):
         return None
     if isinstance(src, SqliteArchive) or not (isinstance(dst, ParquetArchive) and dst.is_local):
         return None  # an SQLite connection must not be used across a fork
@@ -457,9 +458,10 @@ def _start_pool(src: Archive, dst: Archive, s: _Settings, chunks: list[list[JobK
         warm_up()  # loaded once here rather than in every worker
     except ImportError:
         pass
-    pool = ProcessPoolExecutor(min(workers, len(chunks)), mp_context=multiprocessing.get_context("fork"),
+    pool = ProcessPoolExecutor(min(workers, len(chunks)), mp_context=multiprocessing.get_context("forkserver"),
                                initializer=_init_worker, initargs=(src, dst, s))
-    return pool, [pool.submit(_convert_chunk, c) for c in chunks]  # forks now, before any thread starts
+    # the workers come from a fork server (numba's OpenMP runtime does not survive a plain fork)
+    return pool, [pool.submit(_convert_chunk, c) for c in chunks]
 
 
 def convert(

@@ -280,7 +280,8 @@ def _check_chunk(entries: list[Entry]) -> list[VerifyReport]:
 
 
 class _Pool:
-    """Checks job entries in worker processes (forked: they inherit the open archive), yielding
+    """Checks job entries in worker processes (from a fork server: numba's OpenMP runtime does not
+    survive a plain fork; each worker gets the archive pickled), yielding
     the reports in the entries' order.  Jobs run in this process when one worker is asked for,
     when there are too few jobs to gain from it, for a SQLite archive, or when other threads run
     here (forking a process with threads is unsafe); a broken pool falls back to this process too."""
@@ -293,15 +294,15 @@ class _Pool:
         if self.executor is None and threading.active_count() == 1:
             import multiprocessing
 
-            self.executor = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("fork"),
+            self.executor = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("forkserver"),
                                                 initializer=_init_worker, initargs=(self.archive,))
         return self.executor
 
     def check(self, entries: list[Entry]) -> Iterator[VerifyReport]:
         from .backends.sqlite import SqliteArchive
 
-        # an open SQLite connection must not be carried into a forked process
-        if (self.workers == 1 or len(entries) < 2 * self.workers or "fork" not in _start_methods()
+        # an SQLite archive's connection is not handed to other processes
+        if (self.workers == 1 or len(entries) < 2 * self.workers or "forkserver" not in _start_methods()
                 or isinstance(self.archive, SqliteArchive)):
             yield from (_check_entry(self.archive, e) for e in entries)
             return
