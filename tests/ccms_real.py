@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from procs import stop_process
 
 BINARY_ENV = "CCARCHIVE_CCMS_BINARY"
 DEFAULT_BINARY = Path(__file__).resolve().parent.parent.parent / "shared" / "servers" / "cc-metric-store" / \
@@ -162,18 +163,7 @@ class RealCCMS:
     def stop(self) -> int | None:
         """SIGTERM to the server's PID, SIGKILL after a bound; returns the exit code."""
         proc, self.proc = self.proc, None
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            try:
-                os.kill(proc.pid, signal.SIGTERM)
-                proc.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=STOP_TIMEOUT)
-            except ProcessLookupError:
-                pass
-        return proc.returncode
+        return None if proc is None else stop_process(proc, signal.SIGTERM, STOP_TIMEOUT)
 
     def __enter__(self) -> RealCCMS:
         return self.start() if self.proc is None else self

@@ -24,6 +24,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from procs import stop_process
+
 READY_TIMEOUT = 15.0
 STOP_TIMEOUT = 10.0
 
@@ -92,18 +94,7 @@ class NatsServer:
     def stop(self) -> int | None:
         """SIGINT (clean exit, rc 0), SIGKILL after a bound; returns the exit code."""
         proc, self.proc = self.proc, None
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGINT)
-                proc.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=STOP_TIMEOUT)
-            except ProcessLookupError:
-                pass
-        return proc.returncode
+        return None if proc is None else stop_process(proc, signal.SIGINT, STOP_TIMEOUT, group=True)
 
     def subscriptions(self) -> int:
         """Number of subscriptions the server has (``/varz``), to wait for a subscriber."""

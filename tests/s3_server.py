@@ -25,6 +25,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from procs import stop_process
+
 KEY = "ccarchive-test-key"
 SECRET = "ccarchive-test-secret"
 READY_TIMEOUT = 15.0
@@ -103,17 +105,8 @@ class S3Server:
     def stop(self, kill: bool = False) -> None:
         """SIGTERM (SIGKILL with ``kill=True``) to the process group, SIGKILL after a bound."""
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        try:
-            os.killpg(proc.pid, signal.SIGKILL if kill else signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=STOP_TIMEOUT)
+        if proc is not None:
+            stop_process(proc, signal.SIGKILL if kill else signal.SIGTERM, STOP_TIMEOUT, group=True)
 
     def restart(self) -> None:
         """Start again on the same directory and port."""
