@@ -15,6 +15,7 @@ from decimal import ROUND_HALF_UP, Context, Decimal
 import numpy as np
 
 __all__ = [
+    "block_statistics",
     "series_stats",
     "mask_outside_float32",
     "round2",
@@ -96,6 +97,16 @@ def round2_scalar(x: float) -> float:
 def round2(x: np.ndarray) -> np.ndarray:
     """Reference for ``reduce.round2``."""
     return np.array([round2_scalar(v) for v in np.asarray(x, dtype=np.float64).tolist()], dtype=np.float64)
+
+
+def block_statistics(data: np.ndarray, lengths: np.ndarray) -> tuple[int, np.ndarray]:
+    """Reference for ``reduce.block_statistics``: mask in place, then rounded (min, mean, max) per
+    row, all three 0.0 for a row without samples."""
+    masked = mask_outside_float32(data)
+    count, vmin, mean, vmax = series_stats(data, lengths)
+    stats = np.stack([round2(vmin), round2(mean), round2(vmax)], axis=1).reshape(len(count), 3)
+    stats[count == 0] = 0.0
+    return masked, stats
 
 
 def statistics_series(

@@ -19,6 +19,8 @@ from ccarchive.kernels import reduce, timestep
 from ccarchive.kernels import reference as ref
 from ccarchive.kernels.aggregate import AVG, SUM, aggregate, aggregate_serial
 from ccarchive.kernels.reduce import (
+    block_statistics,
+    block_statistics_serial,
     mask_outside_float32,
     mask_outside_float32_serial,
     round2,
@@ -271,6 +273,52 @@ def test_mask_outside_float32_matches_reference(case):
 
 
 # ---------------------------------------------------------------------------------------------------
+# block_statistics (mask + series_stats + round2 + zeros for empty rows, in one call)
+# ---------------------------------------------------------------------------------------------------
+
+
+def _block_statistics_same(data: np.ndarray, lengths: np.ndarray) -> None:
+    want_data = data.copy()
+    want = ref.block_statistics(want_data, lengths)
+    got_data = data.copy()
+    got = block_statistics(got_data, lengths)
+    assert got[0] == want[0] and _same(got[1:], want[1:]), data.shape
+    assert _canonical_nan(got_data).tobytes() == _canonical_nan(want_data).tobytes()  # masked in place alike
+
+
+def test_block_statistics_adversarial():
+    for data, lengths in _adversarial(np.float64, seed=5):
+        _block_statistics_same(data, lengths)
+    with np.errstate(over="ignore"):
+        edge = np.array([F32_EDGE + [math.nan, -0.0], [math.nan] * (len(F32_EDGE) + 2)])
+    _block_statistics_same(edge, np.array([edge.shape[1], 3], np.int64))  # masked samples, an all-NaN row
+
+
+@HYPOTHESIS
+@given(series_arrays(max_rows=12, max_width=60))
+def test_block_statistics_matches_reference(case):
+    _block_statistics_same(*case)
+
+
+def test_block_statistics_parallel_build_matches_serial():
+    data, lengths = _large(301, 1013, np.float64, seed=6)
+    assert data.size >= reduce.SERIAL_BELOW
+    with np.errstate(over="ignore"):
+        data.reshape(-1)[::991] = 3.5e38
+    _block_statistics_same(data, lengths)
+    a, b = data.copy(), data.copy()
+    got, serial = block_statistics(a, lengths), block_statistics_serial(b, lengths)
+    assert got[0] == serial[0] > 0 and _same(got[1:], serial[1:]) and a.tobytes() == b.tobytes()
+
+
+def test_block_statistics_rejects_bad_lengths():
+    with pytest.raises(ValueError):
+        block_statistics(np.zeros((2, 4)), np.array([5, 1], np.int64))
+    with pytest.raises(ValueError):
+        block_statistics(np.zeros((2, 4)), np.array([1], np.int64))
+
+
+# ---------------------------------------------------------------------------------------------------
 # round2
 # ---------------------------------------------------------------------------------------------------
 
@@ -352,6 +400,17 @@ def test_statistics_series_float32_matches_reference(case):
 )
 def test_statistics_series_median_with_many_ties(data):
     lengths = np.ones(data.shape[0], np.int64)
+    assert _same(statistics_series(data, lengths), ref.statistics_series(data, lengths))
+
+
+@pytest.mark.parametrize("n", [3, 4, 15, 16, 17, 31, 33, 72, 73, 104, 577])
+def test_statistics_series_median_around_the_rank_finish(n):
+    """Selections that end in the rank count at once, after one round, or after several; with ties."""
+    rng = np.random.default_rng(n)
+    data = np.round(rng.uniform(-50.0, 50.0, (n, 40)), rng.integers(0, 3))
+    data[:, ::5] = rng.choice([-0.0, 0.0, 1.0], (n, 8))  # many equal keys, signed zeros
+    data[rng.random((n, 40)) < 0.05] = np.nan
+    lengths = np.full(n, 40, np.int64)
     assert _same(statistics_series(data, lengths), ref.statistics_series(data, lengths))
 
 

@@ -170,6 +170,9 @@ class Cluster:
     sub_clusters: list[SubCluster]
     _effective: dict[tuple[str, str], MetricConfig | None] = field(
         default_factory=dict, init=False, repr=False, compare=False)
+    _metrics_for: dict[str, tuple[MetricConfig, ...]] = field(
+        default_factory=dict, init=False, repr=False, compare=False)
+    _by_name: dict[str, MetricConfig] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def sub_cluster(self, name: str) -> SubCluster:
         for sc in self.sub_clusters:
@@ -192,7 +195,12 @@ class Cluster:
         """The cluster-level config, or with ``sub_cluster`` the effective one: an override replaces
         peak/normal/caution/alert/footprint/energy/lowerIsBetter/restrict (no footprint there = no
         footprint); unit, scope, aggregation, timestep stay cluster-level.  None if unknown/removed."""
-        base = next((m for m in self.metric_config if m.name == name), None)
+        if not self._by_name:  # built whole, then set: another thread never sees it half filled
+            by_name: dict[str, MetricConfig] = {}
+            for m in self.metric_config:
+                by_name.setdefault(m.name, m)  # the first of a repeated name, as a scan finds it
+            self._by_name = by_name
+        base = self._by_name.get(name)
         if base is None or sub_cluster is None:
             return base
         key = (name, sub_cluster)
@@ -207,9 +215,13 @@ class Cluster:
         return self._effective[key]
 
     def metrics_for(self, sub_cluster: str) -> list[MetricConfig]:
-        """Effective configs of a subcluster's metrics in metricConfig order, removed ones skipped."""
-        found = (self.metric(m.name, sub_cluster) for m in self.metric_config)
-        return [m for m in found if m is not None]
+        """Effective configs of a subcluster's metrics in metricConfig order, removed ones skipped
+        (computed once per subcluster: every job asks, three times)."""
+        known = self._metrics_for.get(sub_cluster)
+        if known is None:
+            found = (self.metric(m.name, sub_cluster) for m in self.metric_config)
+            known = self._metrics_for[sub_cluster] = tuple(m for m in found if m is not None)
+        return list(known)
 
 
 def coarser(a: str, b: str) -> str:

@@ -65,8 +65,48 @@ def native_requests(plans: list[ScopePlan]) -> list[SeriesRequest]:
     return [SeriesRequest(h, None if ids is None else sorted_ids(tuple(ids))) for h, ids in wanted.items()]
 
 
-def _aggregate_plan(plan: ScopePlan, native: JobMetric) -> JobMetric | None:
-    """Build the planned series of one (metric, effective scope) from fetched native rows."""
+class PlanRows:
+    """Where the members of a plan's series are in a complete answer to ``requests`` (every
+    requested series, in request order): the usual answer, recognised by two list compares instead
+    of a dictionary of its rows per metric and scope.  Built once per job and (native scope, scope):
+    the metrics of a job share their series there."""
+
+    def __init__(self, plan: ScopePlan, requests: list[SeriesRequest]) -> None:
+        keys = [(r.hostname, i) for r in requests for i in (r.ids if r.ids is not None else (None,))]
+        #: the (hostname, id) of each row of a complete answer
+        self.native_hosts = [h for h, _ in keys]
+        self.native_ids = [i for _, i in keys]
+        row_of = dict(zip(keys, range(len(keys)), strict=True))
+        self.hostnames = [ps.hostname for ps in plan.series]
+        self.ids = [ps.id for ps in plan.series]
+        member_rows: list[int] = []
+        counts: list[int] = []
+        for ps in plan.series:
+            rows = [row_of[k] for k in ((ps.hostname, m) for m in ps.members or (None,)) if k in row_of]
+            member_rows += rows
+            counts.append(len(rows))
+        #: False if a series has no row there (never, when ``requests`` are the plan's)
+        self.complete = 0 not in counts
+        #: the rows of the members, series by series; None for all rows in order
+        self.rows = None if member_rows == list(range(len(keys))) else member_rows
+        #: the planned series of each member row; None when each series is one member
+        self.groups = None if len(member_rows) == len(counts) else \
+            np.repeat(np.arange(len(counts), dtype=np.int64), counts)
+
+
+def _aggregate_plan(plan: ScopePlan, native: JobMetric, rows: PlanRows | None = None) -> JobMetric | None:
+    """Build the planned series of one (metric, effective scope) from fetched native rows;
+    ``rows``: the plan's :class:`PlanRows` for the requests that ``native`` answers, if at hand."""
+    if rows is None or not rows.complete or native.ids != rows.native_ids or native.hostnames != rows.native_hosts:
+        return _aggregate_rows(plan, native)
+    data, lengths = _pick(native, rows.rows)
+    if rows.groups is not None:
+        data, lengths = aggregate(data, lengths, rows.groups, len(rows.ids), _AGG_MODE.get(plan.metric.aggregation, 0))
+    return JobMetric(native.unit, native.timestep, list(rows.hostnames), list(rows.ids), data, lengths)
+
+
+def _aggregate_rows(plan: ScopePlan, native: JobMetric) -> JobMetric | None:
+    """:func:`_aggregate_plan` for any answer: rows in any order, missing or not asked for."""
     row_of = dict(zip(zip(native.hostnames, native.ids, strict=True), range(native.num_series), strict=True))
     single = [(ps.hostname, None if ps.members is None else ps.members[0]) for ps in plan.series
               if ps.members is None or len(ps.members) == 1]
@@ -99,9 +139,9 @@ def _aggregate_plan(plan: ScopePlan, native: JobMetric) -> JobMetric | None:
     return JobMetric(native.unit, native.timestep, hostnames, ids, data, lengths)
 
 
-def _pick(native: JobMetric, rows: list[int]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:
-    """Rows ``rows`` of ``native``: data (contiguous float64) and lengths."""
-    if len(rows) == native.num_series and rows == list(range(len(rows))):  # all rows, in order: no copy
+def _pick(native: JobMetric, rows: list[int] | None) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:
+    """Rows ``rows`` (None: all) of ``native``: data (contiguous float64) and lengths."""
+    if rows is None or (len(rows) == native.num_series and rows == list(range(len(rows)))):  # no copy
         return np.ascontiguousarray(native.data, dtype=np.float64), np.ascontiguousarray(native.lengths, dtype=np.int64)
     picked = np.asarray(rows, dtype=np.int64)
     return (np.ascontiguousarray(native.data[picked], dtype=np.float64),
@@ -205,6 +245,8 @@ class JobLoader:
         self.source = source.source_for(job, cluster) if isinstance(source, RouterSource) else source
         self._answers: Iterator[FetchResult] | None = None
         self._planned: dict[str, list[FetchCall]] = {}
+        self._rows: dict[tuple[tuple[tuple[str, str], ...], str], PlanRows] = {}
+        self._requests: dict[tuple[tuple[str, str], ...], list[SeriesRequest]] = {}
         self.core_scope_max_nodes = core_scope_max_nodes
         self.cancelled = cancelled
         self.report = report if report is not None else LoadReport()
@@ -259,7 +301,24 @@ class JobLoader:
             per = max(1, NATIVE_CHUNK_SAMPLES // samples)
             return [FetchCall(metric, native, [SeriesRequest(s.hostname, s.members) for s in series[i:i + per]],
                               tuple(series[i:i + per])) for i in range(0, len(series), per)]
-        return [FetchCall(metric, native, chunk) for chunk in host_chunks(native_requests(mplans), samples)]
+        return [FetchCall(metric, native, chunk) for chunk in host_chunks(self._native_requests(mplans), samples)]
+
+    def _native_requests(self, mplans: list[ScopePlan]) -> list[SeriesRequest]:
+        """:func:`native_requests` of one metric's plans, the same for every metric with these
+        scopes (they share their series)."""
+        key = tuple((p.native_scope, p.scope) for p in mplans)
+        requests = self._requests.get(key)
+        if requests is None:
+            requests = self._requests[key] = native_requests(mplans)
+        return requests
+
+    def _plan_rows(self, plan: ScopePlan, mplans: list[ScopePlan]) -> PlanRows:
+        """The :class:`PlanRows` of ``plan`` (one of ``mplans``) for its metric's native requests."""
+        key = (tuple((p.native_scope, p.scope) for p in mplans), plan.scope)
+        rows = self._rows.get(key)
+        if rows is None:
+            rows = self._rows[key] = PlanRows(plan, self._native_requests(mplans))
+        return rows
 
     def _fetch(self, call: FetchCall) -> FetchResult:
         if self._answers is not None:
@@ -286,7 +345,8 @@ class JobLoader:
                 continue
             fetched = True
             for plan in mplans:
-                block = result.block if call.series is not None else _aggregate_plan(plan, result.block)
+                block = result.block if call.series is not None else \
+                    _aggregate_plan(plan, result.block, self._plan_rows(plan, mplans))
                 if block is not None:
                     parts.setdefault(plan.scope, _Rows(len(plan.series), len(calls))).add(block)
             del result, block  # not alive while the next chunk is fetched

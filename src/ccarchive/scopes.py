@@ -81,6 +81,7 @@ def plan_job(job: Job, cluster: Cluster, *, core_scope_max_nodes: int = 8) -> li
     sc = job_sub_cluster(job, cluster)
     requested = requested_scopes(job, core_scope_max_nodes)
     plans: list[ScopePlan] = []
+    shared: dict[tuple[str, str], list[PlannedSeries]] = {}
     for metric in cluster.metrics_for(sc.name):
         native = metric.scope
         if native == "accelerator" and job.num_acc <= 0:
@@ -95,9 +96,14 @@ def plan_job(job: Job, cluster: Cluster, *, core_scope_max_nodes: int = 8) -> li
             if scope in done:
                 continue
             done.add(scope)
-            series = [s for r in job.resources for s in _host_series(r, sc.topology, native, scope)]
+            # the metrics of one native scope share their series (19 metrics, 5 layouts on fritz)
+            series = shared.get((native, scope))
+            if series is None:
+                series = shared[native, scope] = [
+                    PlannedSeries(r.hostname, i, m)
+                    for r in job.resources for i, m in _host_layout(r, sc.topology, native, scope)]
             if series:
-                plans.append(ScopePlan(metric, scope, native, series))
+                plans.append(ScopePlan(metric, scope, native, list(series)))
     return plans
 
 
@@ -121,25 +127,52 @@ def _names(ids: tuple[int | str, ...]) -> tuple[str, ...]:
     return tuple(str(i) for i in ids)
 
 
-def _host_series(resource: Resource, topo: Topology, native: str, scope: str) -> list[PlannedSeries]:
-    host = resource.hostname
+#: (id, members) of each planned series of one host; ``None, None`` for node-native metrics
+Layout = tuple[tuple[str | None, tuple[str, ...] | None], ...]
+_NODE_LAYOUT: Layout = ((None, None),)
+#: host layouts by (id of the topology, native scope, scope, the host's hwthreads or accelerators):
+#: the jobs of a cluster repeat a few layouts on different hosts.  Each entry keeps its topology
+#: alive, so its id cannot be reused while the entry exists.
+_LAYOUTS: dict[tuple[int, str, str, tuple[int, ...] | tuple[str, ...] | None], tuple[Topology, Layout]] = {}
+#: the cache is emptied when it grows beyond this (shared nodes give many hwthread sets)
+_LAYOUTS_MAX = 4096
+
+
+def _host_layout(resource: Resource, topo: Topology, native: str, scope: str) -> Layout:
+    """The planned series of the job on one host, without the hostname (cached)."""
     if native == "node":
-        return [PlannedSeries(host, None, None)]
+        return _NODE_LAYOUT
+    if native == "accelerator":
+        own: tuple[int, ...] | tuple[str, ...] | None = tuple(resource.accelerators or ())
+    else:
+        own = None if resource.hwthreads is None else tuple(resource.hwthreads)
+    key = (id(topo), native, scope, own)
+    hit = _LAYOUTS.get(key)
+    if hit is not None and hit[0] is topo:
+        return hit[1]
+    layout = _make_layout(resource, topo, native, scope)
+    if len(_LAYOUTS) >= _LAYOUTS_MAX:
+        _LAYOUTS.clear()
+    _LAYOUTS[key] = (topo, layout)
+    return layout
+
+
+def _make_layout(resource: Resource, topo: Topology, native: str, scope: str) -> Layout:
     ids = _native_ids(resource, topo, native)
     if not ids:
-        return []
+        return ()
     names = _names(tuple(ids))
     if scope == "node":
-        return [PlannedSeries(host, names[0], names)]
+        return ((names[0], names),)
     if scope == native:
-        return [PlannedSeries(host, n, (n,)) for n in names]
+        return tuple((n, (n,)) for n in names)
     # a CPU scope coarser than the native one: each container (core, socket, domain) gathers the
     # job's native ids whose hwthreads it overlaps - for hwthread -> core the job's hwthreads of it
     containers: dict[int, list[str]] = {}
     for i in ids:
         for c in topo.groups_of(scope, topo.members(native, int(i))):
             containers.setdefault(c, []).append(str(i))
-    return [PlannedSeries(host, m[0], tuple(m)) for _, m in sorted(containers.items())]
+    return tuple((m[0], tuple(m)) for _, m in sorted(containers.items()))
 
 
 def plan_requests(plan: ScopePlan) -> list[SeriesRequest]:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .kernels.reduce import mask_outside_float32, round2, round2_scalar, series_stats
+from .kernels.reduce import block_statistics, round2, round2_scalar
 from .kernels.timestep import statistics_series
 from .model import (
     MONITORING_ARCHIVED,
@@ -50,23 +50,16 @@ def compute_block_statistics(block: JobMetric) -> int:
     ``block.statistics_series``.  Samples outside the float32 range become NaN first (they
     cannot be encoded); returns how many were masked."""
     data = np.ascontiguousarray(block.data, dtype=np.float64)
-    masked = int(mask_outside_float32(data)) if data.size else 0
     block.data = data
     lengths = np.ascontiguousarray(block.lengths, dtype=np.int64)
-    count, vmin, mean, vmax = series_stats(data, lengths)
-    stats = np.empty((block.num_series, 3), dtype=np.float64)
-    stats[:, 0] = round2(vmin)
-    stats[:, 1] = round2(mean)
-    stats[:, 2] = round2(vmax)
-    stats[count == 0] = 0.0
-    block.statistics = stats
+    masked, block.statistics = block_statistics(data, lengths)
     block.has_statistics = np.ones(block.num_series, dtype=np.bool_)
     if block.num_series >= STATS_SERIES_MIN_SERIES:
         smin, smedian, smax, smean = statistics_series(data, lengths)
         block.statistics_series = StatsSeries(min=smin, median=smedian, max=smax, mean=smean)
     else:
         block.statistics_series = None
-    return masked
+    return int(masked)
 
 
 def compute_data_statistics(data: JobData, report: StatisticsReport | None = None) -> StatisticsReport:
