@@ -18,6 +18,8 @@ Two entry points, both exact:
   dicts and lists with numpy arrays where the numbers were.  The whole document is checked
   (strict JSON plus Python's ``NaN``/``Infinity``; nesting at most :data:`MAX_DEPTH`), and a
   malformed one raises :class:`JsonSyntaxError` with the byte offset, line and column.
+* :func:`parse_query_answer` -- the usual answer of cc-metric-store's query API straight into
+  tables, without ``json`` and without the GIL (None for anything else: use ``parse_document``).
 
 Speed: a sample of at most 8 bytes with its separator (``2608.85,`` ``-0.05]`` ``null,``) is read
 as one 8-byte word plus a byte; digits, the '.', the end and the validity are found by bit
@@ -656,7 +658,7 @@ _IN_ARRAY, _IN_OBJECT = 1, 2
 _WANT_VALUE, _WANT_KEY, _AFTER_VALUE = 0, 1, 2
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def document_kernel(buf, values, arrays, slow, skel, max_depth):  # pragma: no cover - compiled
     """Walk a JSON document: number arrays into ``values``, the rest into the skeleton.
 
@@ -782,6 +784,226 @@ def document_kernel(buf, values, arrays, slow, skel, max_depth):  # pragma: no c
         skel[sk:need] = buf[copied:n]
         sk = need
     return status, pos, values, k, arrays, na, slow, ns, skel, sk
+
+
+# ----------------------------------------------------------------------------------------------
+# The answer of cc-metric-store's query API
+#
+# ``{"results":[[{"data":[...],"from":F,"to":T,"resolution":R,"avg":..},...],...]}``: the only
+# document the archiver parses on every job.  Going through the skeleton and ``json`` costs a dict
+# per entry; this kernel reads the known shape straight into tables, without the GIL, and gives
+# up (status ANSWER_NOT_USUAL) on anything else -- other keys or values of unexpected types,
+# escapes or non-ASCII bytes in strings, malformed text -- which the caller then parses with
+# :func:`parse_document` (the general path that also names what is wrong).
+
+ANSWER_NOT_USUAL = 30
+#: Columns of an answer's entry table.
+E_FROM, E_TO, E_RESOLUTION, E_OFFSET, E_COUNT, E_ERROR_START, E_ERROR_END = range(7)
+
+_K_RESULTS = np.frombuffer(b"results", dtype=np.uint8).copy()
+_K_DATA = np.frombuffer(b"data", dtype=np.uint8).copy()
+_K_FROM = np.frombuffer(b"from", dtype=np.uint8).copy()
+_K_TO = np.frombuffer(b"to", dtype=np.uint8).copy()
+_K_RESOLUTION = np.frombuffer(b"resolution", dtype=np.uint8).copy()
+_K_ERROR = np.frombuffer(b"error", dtype=np.uint8).copy()
+
+
+@nb.njit(cache=True, inline="always")
+def _plain_string(buf, pos, n):  # pragma: no cover - compiled
+    """``buf[pos] == '"'``: the offset after the closing quote of a string of printable ASCII
+    without escapes (what it means is then its bytes), or -1."""
+    pos += 1
+    while pos < n:
+        c = buf[pos]
+        if c == 34:
+            return pos + 1
+        if c == 92 or c < 32 or c >= 128:
+            return -1
+        pos += 1
+    return -1
+
+
+@nb.njit(cache=True, inline="always")
+def _same_bytes(buf, start, end, word):  # pragma: no cover - compiled
+    if end - start != word.shape[0]:
+        return False
+    for j in range(word.shape[0]):  # noqa: SIM110 - a loop compiles
+        if buf[start + j] != word[j]:
+            return False
+    return True
+
+
+@nb.njit(cache=True)
+def _member(buf, pos, n):  # pragma: no cover - compiled
+    """A key at ``buf[pos]`` and its ':': (key start, key end, offset of the value), or -1s."""
+    if pos >= n or buf[pos] != 34:
+        return -1, -1, -1
+    end = _plain_string(buf, pos, n)
+    if end < 0:
+        return -1, -1, -1
+    p = _skip_ws(buf, end, n)
+    if p >= n or buf[p] != 58:
+        return -1, -1, -1
+    p = _skip_ws(buf, p + 1, n)
+    if p >= n:
+        return -1, -1, -1
+    return pos + 1, end - 1, p
+
+
+@nb.njit(cache=True)
+def _integer(buf, pos, n):  # pragma: no cover - compiled
+    """A JSON integer (``-?(0|[1-9][0-9]*)``, at most 18 digits, not followed by a fraction or an
+    exponent) at ``buf[pos]``: (value, end), end -1 for anything else."""
+    p = pos + (buf[pos] == 45)
+    first = p
+    value = 0
+    while p < n and 48 <= buf[p] <= 57:
+        value = value * 10 + np.int64(buf[p]) - 48
+        p += 1
+    digits = p - first
+    if digits == 0 or digits > 18 or (digits > 1 and buf[first] == 48):
+        return 0, -1
+    if p < n and (buf[p] == 46 or buf[p] | 32 == 101):
+        return 0, -1
+    return (-value if buf[pos] == 45 else value), p
+
+
+@nb.njit(cache=True)
+def _scalar(buf, pos, n):  # pragma: no cover - compiled
+    """The end of a number, ``true``, ``false``, ``null`` or plain string at ``buf[pos]``, or -1."""
+    c = buf[pos]
+    if c == 34:
+        return _plain_string(buf, pos, n)
+    if c == 45 or 48 <= c <= 57 or c == 78 or c == 73:
+        _value, end, kind = parse_number(buf, pos)
+        return -1 if kind < 0 else end
+    if c == 116 or c == 102 or c == 110:
+        word = _W_TRUE if c == 116 else (_W_FALSE if c == 102 else _W_NULL)
+        return pos + word.shape[0] if _literal(buf, pos, n, word) else -1
+    return -1
+
+
+@nb.njit(cache=True, nogil=True)
+def query_answer_kernel(buf, values, slow, entries, queries):  # pragma: no cover - compiled
+    """Read a query answer into ``values`` (every ``data`` array, one after the other), ``entries``
+    (per entry: from, to, resolution, value offset, count or -1 without ``data``, span of the
+    ``error`` text or -1) and ``queries`` (per query: first entry, entries, 1 when they are the
+    usual block: no error, same from/to/resolution, ``data`` of equal length).  Every entry has
+    integer ``from``, ``to`` and ``resolution``, and ``data`` or ``error``.  Returns ``(status,
+    values, nvalues, slow, nslow, entries, nentries, queries, nqueries)``; arrays grow when full."""
+    n = buf.shape[0]
+    k = ns = ne = nq = 0
+    pos = _skip_ws(buf, 0, n)
+    if pos >= n or buf[pos] != 123:
+        return ANSWER_NOT_USUAL, values, k, slow, ns, entries, ne, queries, nq
+    ks, ke, pos = _member(buf, _skip_ws(buf, pos + 1, n), n)
+    if pos < 0 or not _same_bytes(buf, ks, ke, _K_RESULTS) or buf[pos] != 91:
+        return ANSWER_NOT_USUAL, values, k, slow, ns, entries, ne, queries, nq
+    pos = _skip_ws(buf, pos + 1, n)
+    more = pos >= n or buf[pos] != 93
+    if not more:
+        pos += 1
+    while more:  # queries
+        if pos >= n or buf[pos] != 91:
+            return ANSWER_NOT_USUAL, values, k, slow, ns, entries, ne, queries, nq
+        if nq >= queries.shape[0]:
+            queries = _grow_rows(queries, 2 * queries.shape[0])
+        first = ne
+        pos = _skip_ws(buf, pos + 1, n)
+        entry = pos >= n or buf[pos] != 93
+        if not entry:
+            pos += 1
+        while entry:  # the entries of one query
+            if pos >= n or buf[pos] != 123:
+                return ANSWER_NOT_USUAL, values, k, slow, ns, entries, ne, queries, nq
+            if ne >= entries.shape[0]:
+                entries = _grow_rows(entries, 2 * entries.shape[0])
+            seen = 0  # data, from, to, resolution, error: bits 1, 2, 4, 8, 16
+            frm = to = res = offset = 0
+            count = -1
+            error_start = error_end = -1
+            pos = _skip_ws(buf, pos + 1, n)
+            while True:  # members
+                ks, ke, pos = _member(buf, pos, n)
+                if pos < 0:
+                    return ANSWER_NOT_USUAL, values, k, slow, ns, entries, ne, queries, nq
+                bit = 0
+                if _same_bytes(buf, ks, ke, _K_DATA):
+                    bit = 1
+                    if buf[pos] != 91:
+                        return ANSWER_NOT_USUAL, values, k, slow, ns, entries, ne, queries, nq
+                    status, end, k2, ns2 = _array_into(buf, pos, values, k, slow, ns)
+                    while status == SLOW_FULL or status == OUT_FULL:  # noqa: SIM109 - compiled comparisons
+                        if status == SLOW_FULL:
+                            slow = _grow_rows(slow, 2 * slow.shape[0] + 16)
+                        else:
+                            values = _grow_values(values, k, k2 + (n - end) // 2 + 2)
+                        status, end, k2, ns2 = _array_into(buf, pos, values, k, slow, ns)
+                    if status != OK:
+                        return ANSWER_NOT_USUAL, values, k, slow, ns, entries, ne, queries, nq
+                    offset, count = k, k2 - k
+                    k, ns = k2, ns2
+                elif _same_bytes(buf, ks, ke, _K_FROM):
+                    bit = 2
+                    frm, end = _integer(buf, pos, n)
+                elif _same_bytes(buf, ks, ke, _K_TO):
+                    bit = 4
+                    to, end = _integer(buf, pos, n)
+                elif _same_bytes(buf, ks, ke, _K_RESOLUTION):
+                    bit = 8
+                    res, end = _integer(buf, pos, n)
+                elif _same_bytes(buf, ks, ke, _K_ERROR):
+                    bit = 16
+                    end = _plain_string(buf, pos, n) if buf[pos] == 34 else -1
+                    error_start, error_end = pos + 1, end - 1
+                else:
+                    end = _scalar(buf, pos, n)
+                if end < 0 or seen & bit:
+                    return ANSWER_NOT_USUAL, values, k, slow, ns, entries, ne, queries, nq
+                seen |= bit
+                pos = _skip_ws(buf, end, n)
+                if pos < n and buf[pos] == 44:
+                    pos = _skip_ws(buf, pos + 1, n)
+                    continue
+                if pos < n and buf[pos] == 125:
+                    pos += 1
+                    break
+                return ANSWER_NOT_USUAL, values, k, slow, ns, entries, ne, queries, nq
+            if (seen & 14) != 14 or (seen & 17) == 0:  # from, to, resolution; data or error
+                return ANSWER_NOT_USUAL, values, k, slow, ns, entries, ne, queries, nq
+            entries[ne, E_FROM], entries[ne, E_TO], entries[ne, E_RESOLUTION] = frm, to, res
+            entries[ne, E_OFFSET], entries[ne, E_COUNT] = offset, count
+            entries[ne, E_ERROR_START], entries[ne, E_ERROR_END] = error_start, error_end
+            ne += 1
+            pos = _skip_ws(buf, pos, n)
+            if pos < n and buf[pos] == 44:
+                pos = _skip_ws(buf, pos + 1, n)
+            elif pos < n and buf[pos] == 93:
+                pos += 1
+                entry = False
+            else:
+                return ANSWER_NOT_USUAL, values, k, slow, ns, entries, ne, queries, nq
+        block = 1
+        for e in range(first, ne):
+            if entries[e, E_ERROR_START] >= 0 or entries[e, E_COUNT] < 0:
+                block = 0
+            for c in (E_FROM, E_TO, E_RESOLUTION, E_COUNT):
+                if entries[e, c] != entries[first, c]:
+                    block = 0
+        queries[nq, 0], queries[nq, 1], queries[nq, 2] = first, ne - first, block
+        nq += 1
+        pos = _skip_ws(buf, pos, n)
+        if pos < n and buf[pos] == 44:
+            pos = _skip_ws(buf, pos + 1, n)
+        elif pos < n and buf[pos] == 93:
+            pos += 1
+            more = False
+        else:
+            return ANSWER_NOT_USUAL, values, k, slow, ns, entries, ne, queries, nq
+    pos = _skip_ws(buf, pos, n)
+    if pos >= n or buf[pos] != 125 or _skip_ws(buf, pos + 1, n) != n:
+        return ANSWER_NOT_USUAL, values, k, slow, ns, entries, ne, queries, nq
+    return OK, values, k, slow, ns, entries, ne, queries, nq
 
 
 @nb.njit(cache=True)
@@ -973,6 +1195,41 @@ def parse_document(
                           counts=arrays[:, 1].copy(), text_spans=arrays[:, 2:4].copy())
 
 
+@dataclass
+class QueryAnswer:
+    """A cc-metric-store query answer read by :func:`parse_query_answer`.
+
+    ``values`` holds every ``data`` array, one after the other; row ``e`` of ``entries`` is entry
+    ``e`` (columns ``E_FROM`` ... ``E_ERROR_END``: ``E_COUNT`` is -1 without ``data``); row ``q`` of
+    ``queries`` is (first entry, number of entries, 1 when they are one block: no error, the same
+    from/to/resolution and ``data`` of the same length); ``errors`` maps entries to their error."""
+
+    values: npt.NDArray[np.float64]
+    entries: npt.NDArray[np.int64]
+    queries: npt.NDArray[np.int64]
+    errors: dict[int, str]
+
+
+def parse_query_answer(text: Buffer | str) -> QueryAnswer | None:
+    """The usual answer of cc-metric-store's query API (see :func:`query_answer_kernel`) in one
+    kernel call that runs without the GIL; None for any other document, even a valid one (parse
+    it with :func:`parse_document`).  Numbers are exact, as everywhere in this module."""
+    buf = as_buffer(text)
+    values = np.empty(buf.shape[0] // 4 + 16, dtype=np.float64)
+    slow = np.empty((16, 3), dtype=np.int64)
+    entries = np.empty((buf.shape[0] // 512 + 16, 7), dtype=np.int64)
+    queries = np.empty((64, 3), dtype=np.int64)
+    status, values, nv, slow, ns, entries, ne, queries, nq = query_answer_kernel(buf, values, slow, entries, queries)
+    if status != OK:
+        return None
+    _fix_slow(buf, values, slow[:ns])
+    entries = entries[:ne]
+    errors = {}
+    for e in np.flatnonzero(entries[:, E_ERROR_START] >= 0).tolist():
+        errors[e] = buf[entries[e, E_ERROR_START] : entries[e, E_ERROR_END]].tobytes().decode("ascii")
+    return QueryAnswer(values[:nv], entries, queries[:nq], errors)
+
+
 # ----------------------------------------------------------------------------------------------
 # Plain-Python twins (the tests compare the kernels against these)
 
@@ -1033,3 +1290,4 @@ def warm_up() -> None:
     """Compile (or load from the on-disk cache) the kernels of this module."""
     parse_document(b'{"a":[1.5,null,1e30,12345678901234567890],"b":"c","d":[[1]],"e":[true]}')
     parse_array(b"[1,2]")
+    parse_query_answer(b'{"results":[[{"data":[1.5,null],"from":60,"to":180,"resolution":60,"avg":1.0}]]}')

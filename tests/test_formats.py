@@ -9,7 +9,9 @@ import gzip
 import io
 import json
 import math
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,12 +22,17 @@ from ccarchive.errors import FormatError
 from ccarchive.formats import compress
 from ccarchive.formats import data as data_fmt
 from ccarchive.formats.data import decode_job_data, encode_job_data, iter_job_data
+from ccarchive.formats.gojson import go_float64
 from ccarchive.formats.meta import decode_job_meta, encode_job_meta
 from ccarchive.kernels.encode import (
+    NonFiniteStatistic,
     encode_rows,
     encode_rows_reference,
+    encode_series,
     f32_2dp_reference,
+    f64_2dp_reference,
     f64_array_json,
+    f64_arrays_json,
     format_f64_2dp,
 )
 from ccarchive.model import (
@@ -504,6 +511,108 @@ def test_format_f64_refuses_inf() -> None:
         format_f64_2dp(np.array([1.0, math.inf]))
     with pytest.raises(ValueError):
         f64_array_json(np.array([-math.inf]))
+
+
+_stat_values = st.one_of(
+    st.floats(allow_nan=False, allow_infinity=False), st.floats(-1e5, 1e5),
+    st.integers(-10**8, 10**8).map(lambda k: k / 8), st.floats(1e14, 1e25).flatmap(lambda x: st.sampled_from([x, -x])),
+    st.sampled_from([0.0, -0.0, 0.005, 2.675, 45035996273704.95, 5e-324]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.lists(_row_values, max_size=30), st.tuples(_stat_values, _stat_values, _stat_values),
+                          st.sampled_from(['{"hostname":"f0101"', '{"hostname":"a","id":"7"', ""])),
+                max_size=8), st.data())
+def test_encode_series_matches_the_per_value_encoders(series: list[Any], draw: st.DataObject) -> None:
+    n = len(series)
+    width = max((len(r) for r, _, _ in series), default=0)
+    data = np.full((n, width), 7.0)
+    for i, (r, _, _) in enumerate(series):
+        data[i, : len(r)] = r
+    lengths = np.array([len(r) for r, _, _ in series], dtype=np.int64)
+    stats = np.array([s for _, s, _ in series], dtype=np.float64).reshape(n, 3)
+    heads = [h.encode() for _, _, h in series]
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum([len(h) for h in heads], out=offsets[1:])
+    text = np.frombuffer(b"".join(heads), dtype=np.uint8)
+    rows = encode_rows_reference(data, lengths)
+    expected = b",".join(
+        heads[i] + b',"statistics":{"min":%s,"avg":%s,"max":%s},"data":' % tuple(
+            f64_2dp_reference(x).encode() for x in stats[i].tolist()) + rows[i] + b"}"
+        for i in range(n))
+    assert encode_series(text, offsets, stats, data, lengths, 0, n) == expected
+    cut = draw.draw(st.integers(0, n))
+    assert encode_series(text, offsets, stats, data, lengths, 0, cut) \
+        + encode_series(text, offsets, stats, data, lengths, cut, n) == expected
+
+
+@pytest.mark.parametrize("bad", [NAN, math.inf, -math.inf])
+def test_encode_series_names_a_non_finite_statistic(bad: float) -> None:
+    heads = np.frombuffer(b'{"hostname":"a"{"hostname":"b"', dtype=np.uint8)
+    stats = np.array([[1.0, 1.0, 1.0], [1.0, bad, 1e30]])
+    with pytest.raises(NonFiniteStatistic) as e:
+        encode_series(heads, np.array([0, 15, 30]), stats, np.ones((2, 1)), np.ones(2, dtype=np.int64), 0, 2)
+    assert e.value.row == 1
+    with pytest.raises(ValueError, match="do not match"):
+        encode_series(heads, np.array([0, 15]), stats, np.ones((2, 1)), np.ones(2, dtype=np.int64), 0, 2)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(_f64_values, max_size=12), max_size=6))
+def test_f64_arrays_json_is_f64_array_json_of_each(arrays: list[list[float]]) -> None:
+    values = [np.array(a, dtype=np.float64) for a in arrays]
+    got = f64_arrays_json(values)
+    if got is None:  # huge values: the exact path, array by array
+        assert any(abs(x) * 100 >= 2.0**52 for a in arrays for x in a)
+    else:
+        assert got == [f64_array_json(v) for v in values]
+    if values:
+        values[-1] = np.append(values[-1], math.inf)
+        assert f64_arrays_json(values) is None  # the caller formats one by one and names the bad one
+
+
+def test_data_series_heads_are_reused_and_still_checked() -> None:
+    a = _block(Unit("x"), ["h1", "h1"], ["0", "1"], [[1.0], [2.0]], [(1, 1, 1), (2, 2, 2)])
+    b = _block(Unit("y"), ["h1", "h1"], ["0", "1"], [[3.0], [4.0]], [(3, 3, 3), (4, 4, 4)])
+    out = encode_job_data({"a": {"core": a}, "b": {"core": b}})
+    assert out.count(b'{"hostname":"h1","id":"1","statistics":') == 2
+    assert json.loads(out)["b"]["core"]["series"][1]["data"] == [4.0]
+    for _ in range(2):  # a refused name is not remembered as encodable
+        bad = _block(Unit(""), ["h1", "h\n"], ["0", "1"], [[1.0], [1.0]], [(1, 1, 1), (1, 1, 1)])
+        with pytest.raises(FormatError, match="hostname"):
+            encode_job_data({"m": {"core": bad}})
+    bad = _block(Unit(""), ["h1"], ['0"'], [[1.0]], [(1, 1, 1)])
+    with pytest.raises(FormatError, match="series id"):
+        encode_job_data({"m": {"core": bad}})
+
+
+def _go_float64_reference(x: float) -> str:
+    """Go's shortest 'f' / 'e' float64 text, derived from the shortest digits by Decimal."""
+    sign, digits, exp = Decimal(repr(x)).as_tuple()
+    assert isinstance(exp, int)
+    if not any(digits):
+        return "-0" if sign else "0"
+    ds = "".join(map(str, digits)).lstrip("0")
+    e10 = exp + len(ds) - 1
+    ds = ds.rstrip("0")
+    neg = "-" if sign else ""
+    if -6 <= e10 < 21:
+        whole = e10 + 1
+        if whole <= 0:
+            return neg + "0." + "0" * -whole + ds
+        if whole >= len(ds):
+            return neg + ds + "0" * (whole - len(ds))
+        return neg + ds[:whole] + "." + ds[whole:]
+    return f"{neg}{ds[0]}{'.' + ds[1:] if len(ds) > 1 else ''}e{'-' if e10 < 0 else '+'}{abs(e10):02d}" \
+        .replace("e-0", "e-")
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.floats(-1e7, 1e7),
+                 st.integers(-10**17, 10**17).map(float), st.integers(-30, 30).map(lambda e: 10.0**e)))
+def test_go_float64_matches_go_rules(x: float) -> None:
+    assert go_float64(x) == _go_float64_reference(x)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -339,3 +339,22 @@ def test_accepts_exactly_what_json_accepts(value: Any, edits: list[tuple[int, in
         assert 0 <= info.value.position <= len(text)
     else:
         assert_same_tree(parse_document(bytes(text)).tree(), document_reference(bytes(text)))
+
+
+def test_query_answer_tables_grow_and_numbers_are_exact() -> None:
+    """Many small queries and entries, dense numbers and many slow ones: every table of the answer
+    kernel outgrows its first size and the values still equal ``float(text)``."""
+    numbers = ["0", "1e400", "2.5", "12345678901234567890123", "null", "-0"] * 8
+    entry = '{"data":[' + ",".join(numbers) + '],"from":1,"to":2,"resolution":60}'
+    dense = '{"data":[' + ",".join(["0"] * 20000) + '],"from":1,"to":2,"resolution":60}'
+    tiny = '{"data":[],"from":1,"to":2,"resolution":0}'
+    raw = ('{"results":[' + ",".join(["[" + ",".join([tiny] * 3) + "]"] * 100 + [f"[{entry},{entry}]", f"[{dense}]"])
+           + "]}").encode()
+    answer = jsonnum.parse_query_answer(raw)
+    assert answer is not None
+    assert answer.queries.shape == (102, 3) and answer.entries.shape == (303, 7)
+    assert answer.queries[:100, 1:].tolist() == [[3, 1]] * 100 and answer.queries[100, 1:].tolist() == [2, 1]
+    want = [math.nan if t == "null" else float(t) for t in numbers] * 2 + [0.0] * 20000
+    assert same_floats(answer.values, want)
+    assert answer.entries[301, jsonnum.E_OFFSET] == len(numbers) and answer.entries[302, jsonnum.E_COUNT] == 20000
+    assert jsonnum.parse_query_answer(raw[:-1]) is None  # broken text: the general parser names the error

@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 from ccms_server import CCMSServer, Store, assert_archived, expected_data, make_truth, run_pipeline
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ccarchive.archive import open_archive
 from ccarchive.core import archive_job
@@ -257,3 +259,88 @@ def test_decoder_names_a_bad_entry_after_a_good_one(second, why):
     with pytest.raises(BadEntry, match=why) as e:
         decode_answer(_answer('{"data":[1.5],"from":60,"to":120,"resolution":60}', second))
     assert (e.value.query, e.value.index) == (0, 1)
+
+
+def _decoded(decode, raw: bytes):
+    """What a decoder makes of ``raw``: its entries (values by bit pattern) or its exception."""
+    try:
+        results, base = decode(raw)
+    except ValueError as e:
+        return type(e).__name__, str(e), getattr(e, "query", None), getattr(e, "index", None)
+    return base.tobytes(), [[(e.error, e.frm, e.to, e.resolution, e.rows, e.count, e.offset, e.values.tobytes())
+                             for e in entries] for entries in results]
+
+
+_USUAL = ('{"data":[1.5,null,2],"from":60,"to":240,"resolution":60,"avg":0.000,"min":0.000,"max":0.000}',
+          '{"error":"metric or host not found","from":60,"to":240,"resolution":60}')
+
+
+@pytest.mark.parametrize("raw, usual", [
+    (_answer(_USUAL[0], _USUAL[0]), True),
+    (_answer(_USUAL[0], _USUAL[1], _USUAL[0]), True),
+    (b'{"results":[]}', True),
+    ('{"results":[[],[' + _USUAL[0] + ']]}\n', True),
+    (b' {\n "results" : [ [ { "resolution" : 60 , "to" : 9 , "from" : 3 , "data" : [ 1 , 2 ] } ] ] } ', True),
+    (_answer('{"data":[1e400,-0,12345678901234567890],"from":-5,"to":0,"resolution":0,"x":true,"y":"z"}'), True),
+    (_answer('{"data":[],"from":1,"to":2,"resolution":60}', '{"data":[],"from":1,"to":2,"resolution":60}'), True),
+    # not the usual shape: the general path decides (the same entries, or the same error)
+    (_answer('{"data":[1],"from":60,"to":120}'), False),  # no resolution
+    (_answer('{"data":null,"from":60,"to":120,"resolution":60}'), False),
+    (_answer('{"data":[1],"from":60,"to":120,"resolution":60,"error":null}'), False),
+    (_answer('{"error":"caf\u00e9","from":60,"to":120,"resolution":60}'), False),
+    (_answer('{"error":"x","from":60,"to":120,"resolution":60,"from":61}'), False),
+    (_answer('{"data":[1],"from":60,"to":120,"resolution":60,"stats":[1,2]}'), False),
+    (_answer('{"d\\u0061ta":[1],"from":60,"to":120,"resolution":60}'), False),
+    (_answer('{"data":[1],"from":60,"to":120,"resolution":1e2}'), False),
+    (_answer('{"data":[1],"from":60,"to":120,"resolution":01}'), False),
+    (_answer('{"data":[1],"from":1234567890123456789012,"to":120,"resolution":60}'), False),
+    (_answer('{"data":[true],"from":60,"to":120,"resolution":60}'), False),
+    (_answer('{}'), False),
+    (_answer('[1]'), False),
+    (b'{"results":[[' + _USUAL[0].encode() + b']],"x":1}', False),
+    (b'{"results":[[' + _USUAL[0].encode() + b']]} x', False),
+    (b'{"results":[[' + _USUAL[0].encode() + b']', False),
+    (b'{"results":{}}', False),
+    (b'[]', False),
+])
+def test_decoder_kernel_reads_the_usual_answer_as_the_general_path_does(raw, usual):
+    from ccarchive.kernels.jsonnum import parse_query_answer
+    from ccarchive.sources.ccms import _document_entries, decode_answer
+
+    raw = raw if isinstance(raw, bytes) else raw.encode()
+    assert (parse_query_answer(raw) is not None) == usual
+    assert _decoded(decode_answer, raw) == _decoded(_document_entries, raw)
+
+
+_spaces = st.sampled_from(["", " ", "\n  "])
+_numbers = st.lists(st.one_of(st.none(), st.floats(allow_nan=False, allow_infinity=False),
+                              st.integers(-10**6, 10**6).map(lambda k: k / 1000)), max_size=5)
+_members = {
+    "data": st.one_of(_numbers.map(lambda v: "[" + ",".join("null" if x is None else repr(x) for x in v) + "]"),
+                      st.sampled_from(["null", "[true]", '"x"'])),
+    "from": st.one_of(st.integers(-3, 3).map(str), st.sampled_from(["60", "60.0", "null", '"60"'])),
+    "to": st.one_of(st.integers(-3, 3).map(str), st.sampled_from(["120", "1e2"])),
+    "resolution": st.sampled_from(["60", "0", "null", "30"]),
+    "error": st.sampled_from(['"metric or host not found"', "null", '"a\\"b"', "1"]),
+    "avg": st.sampled_from(["0.000", "null", "[1]", "{}", "true"]),
+}
+
+
+@st.composite
+def _entry(draw: st.DrawFn) -> str:
+    keys = draw(st.lists(st.sampled_from(sorted(_members)), max_size=7))
+    if draw(st.booleans()):
+        keys = ["data", "from", "to", "resolution", *keys]
+    ws = draw(_spaces)
+    return "{" + ws + ",".join(f'"{k}"{ws}:{ws}{draw(_members[k])}' for k in keys) + "}"
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.one_of(st.lists(_entry(), max_size=4),
+                          _entry().flatmap(lambda e: st.integers(1, 4).map(lambda k: [e] * k))),  # a block
+                max_size=3), _spaces)
+def test_decoder_kernel_and_general_path_agree(queries: list[list[str]], ws: str) -> None:
+    from ccarchive.sources.ccms import _document_entries, decode_answer
+
+    raw = ('{"results":[' + f",{ws}".join("[" + ",".join(q) + "]" for q in queries) + "]}").encode()
+    assert _decoded(decode_answer, raw) == _decoded(_document_entries, raw)

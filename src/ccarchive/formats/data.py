@@ -21,14 +21,16 @@ numpy, exactly (``float(text)``), without a Python object per sample.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Iterator
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from ..errors import FormatError
-from ..kernels.encode import encode_rows, f64_array_json, format_f64_2dp
+from ..kernels.encode import NonFiniteStatistic, encode_series, f64_array_json, f64_arrays_json
 from ..kernels.jsonnum import NumberDocument, gather_rows, parse_document
 from ..model import FloatArray, IntArray, JobData, JobMetric, StatsSeries, Unit
 from .gojson import go_string
@@ -46,6 +48,11 @@ def encode_unit(unit: Unit) -> str:
     if unit.prefix:
         return '{"base":' + go_string(unit.base) + ',"prefix":' + go_string(unit.prefix) + "}"
     return '{"base":' + go_string(unit.base) + "}"
+
+
+@lru_cache(maxsize=256)
+def _unit_json(unit: Unit) -> bytes:
+    return encode_unit(unit).encode()
 
 
 def _raw_string(s: str, what: str) -> bytes:
@@ -67,26 +74,28 @@ def _float_array(values: FloatArray | None, where: str) -> bytes:
 
 def encode_stats_series(ss: StatsSeries, where: str = "statisticsSeries") -> bytes:
     """``schema.StatsSeries``: percentiles (omitempty), mean, median, min, max."""
+    keys = sorted(ss.percentiles, key=lambda k: str(int(k))) if ss.percentiles else []  # Go sorts int keys as strings
+    arrays: list[FloatArray | None] = [ss.percentiles[k] for k in keys] if ss.percentiles else []
+    arrays += [ss.mean, ss.median, ss.min, ss.max]
+    present = [np.asarray(a, dtype=np.float64) for a in arrays if a is not None]
+    texts = f64_arrays_json(present)  # all arrays in one call; None: one is Inf or huge
+    if texts is None:
+        names = [f"{where}.percentiles[{k}]" for k in keys] + [f"{where}.{f}" for f in ("mean", "median", "min", "max")]
+        texts = [_float_array(a, w) for a, w in zip(arrays, names, strict=True) if a is not None]
+    it = iter(texts)
+    out = [b"null" if a is None else next(it) for a in arrays]
     parts = [b"{"]
-    if ss.percentiles:
-        keys = sorted(ss.percentiles, key=lambda k: str(int(k)))  # Go sorts int keys as strings
+    if keys:
         parts.append(b'"percentiles":{')
-        parts.append(b",".join(
-            b'"%d":' % int(k) + _float_array(ss.percentiles[k], f"{where}.percentiles[{k}]") for k in keys
-        ))
+        parts.append(b",".join(b'"%d":' % int(k) + t for k, t in zip(keys, out, strict=False)))
         parts.append(b"},")
-    parts += [
-        b'"mean":', _float_array(ss.mean, f"{where}.mean"),
-        b',"median":', _float_array(ss.median, f"{where}.median"),
-        b',"min":', _float_array(ss.min, f"{where}.min"),
-        b',"max":', _float_array(ss.max, f"{where}.max"),
-        b"}",
-    ]
+    mean, median, vmin, vmax = out[len(keys):]
+    parts += [b'"mean":', mean, b',"median":', median, b',"min":', vmin, b',"max":', vmax, b"}"]
     return b"".join(parts)
 
 
-def _checked_statistics(block: JobMetric, where: str) -> FloatArray:
-    """The block's (n, 3) statistics, refusing what Go cannot encode (missing, NaN, Inf)."""
+def _statistics(block: JobMetric, where: str) -> FloatArray:
+    """The block's (n, 3) statistics (min, avg, max per series), refusing missing ones."""
     n = block.num_series
     stats = block.statistics
     if stats is None:
@@ -94,6 +103,12 @@ def _checked_statistics(block: JobMetric, where: str) -> FloatArray:
     stats = np.asarray(stats, dtype=np.float64)
     if stats.shape != (n, 3):
         raise FormatError(f"data.json: {where}: statistics shape {stats.shape}, expected ({n}, 3)")
+    return stats
+
+
+def _checked_statistics(block: JobMetric, where: str) -> FloatArray:
+    """The block's (n, 3) statistics, refusing what Go cannot encode (missing, NaN, Inf)."""
+    stats = _statistics(block, where)
     if not np.isfinite(stats).all():
         i = int(np.flatnonzero(~np.isfinite(stats).all(axis=1))[0])
         raise FormatError(
@@ -103,30 +118,51 @@ def _checked_statistics(block: JobMetric, where: str) -> FloatArray:
     return stats
 
 
-def _series_heads(block: JobMetric, where: str) -> list[bytes]:
-    """Per series: ``{"hostname":..,"id":..,"statistics":{..},"data":`` (data and ``}`` follow)."""
-    n = block.num_series
-    sbuf, soff = format_f64_2dp(_checked_statistics(block, where))
-    text = sbuf.tobytes()
-    so = soff.tolist()
+@lru_cache(maxsize=4096)
+def _id_json(sid: str) -> bytes:
+    """``,"id":"<sid>"`` (the same core and socket ids come back on every node)."""
+    return b',"id":' + _raw_string(sid, "series id")
+
+
+Heads = tuple[npt.NDArray[np.uint8], IntArray]
+
+#: Series heads of recent blocks by (hostnames, ids): a job's metrics share their hosts and ids,
+#: and later jobs run on the same nodes.  Bounded by the number of series held.
+_heads_cache: dict[tuple[tuple[str, ...], tuple[str | None, ...]], Heads] = {}
+_heads_series = 0
+_heads_lock = threading.Lock()
+HEADS_CACHE_SERIES = 1 << 16
+
+
+def _series_heads(block: JobMetric) -> Heads:
+    """Per series ``{"hostname":..,"id":..`` (``id`` omitted when None) as one text with offsets;
+    the kernel appends the statistics, the data and ``}``.  A hostname or id Go would write
+    broken is refused."""
+    global _heads_series
+    key = (tuple(block.hostnames), tuple(block.ids))
+    got = _heads_cache.get(key)
+    if got is not None:
+        return got
     host_cache: dict[str, bytes] = {}
     heads = []
-    for i in range(n):
-        host = block.hostnames[i]
+    for host, sid in zip(block.hostnames, block.ids, strict=True):
         h = host_cache.get(host)
         if h is None:
             h = host_cache[host] = b'{"hostname":' + _raw_string(host, "hostname")
-        sid = block.ids[i]
-        if sid is not None:
-            h = h + b',"id":' + _raw_string(str(sid), "series id")
-        k = 3 * i
-        heads.append(
-            h + b',"statistics":{"min":' + text[so[k] : so[k + 1]]
-            + b',"avg":' + text[so[k + 1] : so[k + 2]]
-            + b',"max":' + text[so[k + 2] : so[k + 3]]
-            + b'},"data":'
-        )
-    return heads
+        heads.append(h if sid is None else h + _id_json(str(sid)))
+    offsets = np.zeros(len(heads) + 1, dtype=np.int64)
+    np.cumsum([len(h) for h in heads], out=offsets[1:])
+    offsets.flags.writeable = False
+    got = (np.frombuffer(b"".join(heads), dtype=np.uint8), offsets)
+    n = len(heads)
+    with _heads_lock:
+        if _heads_series + n > HEADS_CACHE_SERIES:
+            _heads_cache.clear()
+            _heads_series = 0
+        if n <= HEADS_CACHE_SERIES:
+            _heads_cache[key] = got
+            _heads_series += n
+    return got
 
 
 def iter_job_metric(block: JobMetric, where: str = "metric") -> Iterator[bytes]:
@@ -135,28 +171,32 @@ def iter_job_metric(block: JobMetric, where: str = "metric") -> Iterator[bytes]:
     if block.statistics_series is not None:
         ss = encode_stats_series(block.statistics_series, f"{where}.statisticsSeries")
         head += [b'"statisticsSeries":', ss, b","]
-    head += [b'"unit":', encode_unit(block.unit).encode(), b',"series":']
+    head += [b'"unit":', _unit_json(block.unit), b',"series":']
     n = block.num_series
     if n == 0:
         yield b"".join(head) + b'null,"timestep":%d}' % int(block.timestep)
         return
     head.append(b"[")
-    heads = _series_heads(block, where)  # validates before anything of the block is yielded
-    yield b"".join(head)
+    stats = _statistics(block, where)
+    try:
+        heads, head_offsets = _series_heads(block)
+    except FormatError:
+        _checked_statistics(block, where)  # a non-finite statistic is named first
+        raise
     data = np.ascontiguousarray(block.data, dtype=np.float64)
     lengths = np.asarray(block.lengths, dtype=np.int64)
     rows = max(1, CHUNK_SAMPLES // max(1, data.shape[1]))
+    if rows < n:  # the kernel checks the statistics chunk by chunk: check all before the first piece
+        _checked_statistics(block, where)
     for r0 in range(0, n, rows):
-        r1 = min(n, r0 + rows)
-        buf, off = encode_rows(data[r0:r1], lengths[r0:r1])
-        text = buf.tobytes()
-        o = off.tolist()
-        parts = []
-        for i in range(r1 - r0):
-            if r0 + i:
-                parts.append(b",")
-            parts += [heads[r0 + i], text[o[i] : o[i + 1]], b"}"]
-        yield b"".join(parts)
+        try:
+            text = encode_series(heads, head_offsets, stats, data, lengths, r0, min(n, r0 + rows))
+        except NonFiniteStatistic:
+            _checked_statistics(block, where)  # raises, naming the series and its values
+            raise
+        if r0 == 0:
+            yield b"".join(head)
+        yield text
     yield b'],"timestep":%d}' % int(block.timestep)
 
 

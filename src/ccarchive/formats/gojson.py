@@ -37,9 +37,10 @@ def go_float64(x: float) -> str:
     """A float64 the way Go's encoding/json writes it; NaN and Inf cannot be encoded."""
     if not math.isfinite(x):
         raise FormatError(f"cannot encode {x!r} as JSON (Go's encoder refuses NaN and Inf)")
-    if x == 0.0:
-        return "-0" if math.copysign(1.0, x) < 0 else "0"
-    sign, digits, exp = Decimal(repr(float(x))).as_tuple()
+    r = repr(float(x))
+    if "e" not in r:  # 1e-4 <= |x| < 1e16 or zero: the same shortest digits, Go drops a ".0"
+        return r[:-2] if r.endswith(".0") else r
+    sign, digits, exp = Decimal(r).as_tuple()
     assert isinstance(exp, int)
     ds = "".join(map(str, digits)).rstrip("0") or "0"
     exp += len("".join(map(str, digits))) - len(ds)  # value = ds * 10**exp

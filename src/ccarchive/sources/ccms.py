@@ -51,7 +51,7 @@ import numpy.typing as npt
 
 from ..errors import FormatError, InputError
 from ..kernels.aggregate import AVG, SUM, aggregate
-from ..kernels.jsonnum import parse_document
+from ..kernels.jsonnum import QueryAnswer, parse_document, parse_query_answer
 from ..loading import sorted_ids
 from ..model import JobMetric
 from .base import FetchResult, SeriesRequest
@@ -123,11 +123,35 @@ def decode_answer(raw: bytes) -> tuple[list[list[Entry]], npt.NDArray[np.float64
     """The entries of a query answer ``{"results": [[entry, ...], ...]}``, one list per query, and
     the array all their samples are in (the entries' ``values`` are views of it).
 
-    The one place that parses answers: the project's JSON number-array kernel puts every ``data``
-    array straight into one float64 array (no Python float per sample) and leaves the small rest
-    (error texts, from, to, resolution, statistics) to ``json``.  Raises ``ValueError`` for text
-    that is not JSON and :class:`BadEntry` for an entry of the wrong shape.
+    The one place that parses answers: the usual answer is read by one kernel (no GIL held) into
+    tables -- every ``data`` array straight into one float64 array, no Python float per sample,
+    no dict per entry.  Anything else goes through the general document kernel, which leaves the
+    small rest (error texts, from, to, resolution, statistics) to ``json``: both give the same
+    entries.  Raises ``ValueError`` for text that is not JSON and :class:`BadEntry` for an entry
+    of the wrong shape.
     """
+    answer = parse_query_answer(raw)
+    if answer is not None:
+        return _usual_entries(answer), answer.values
+    return _document_entries(raw)
+
+
+def _usual_entries(answer: QueryAnswer) -> list[list[Entry]]:
+    """The entries of an answer the kernel read: a query's entries as one block where they are one."""
+    base, rows, errors = answer.values, answer.entries.tolist(), answer.errors
+    out: list[list[Entry]] = []
+    for first, n, block in answer.queries.tolist():
+        if block and n:
+            frm, to, res, offset, count, _, _ = rows[first]
+            out.append([Entry(None, frm, to, res, base, offset, count, n)])
+            continue
+        out.append([Entry(errors.get(e), frm, to, res, base, offset if count >= 0 else 0, max(count, 0))
+                    for e, (frm, to, res, offset, count, _, _) in enumerate(rows[first:first + n], first)])
+    return out
+
+
+def _document_entries(raw: bytes) -> tuple[list[list[Entry]], npt.NDArray[np.float64]]:
+    """:func:`decode_answer` for any document: checked entry by entry, a bad one named."""
     doc = parse_document(raw)
 
     def entries_of(value: Any) -> list[Any] | None:  # an empty list is an (empty) number array
