@@ -1,8 +1,10 @@
 """A synthetic source with injectable faults, read from a JSON file at every fetch so a test can
 change them while the worker runs: {"fail": [jobId...], "transient": {jobId: n_failures},
-"slow": {jobId: seconds_per_metric}, "slow_all": seconds_per_metric, "enospc": {jobId: n_failures}}.
+"slow": {jobId: seconds_per_metric}, "slow_all": seconds_per_metric, "enospc": {jobId: n_failures},
+"crash": [jobId...]}.
 Used through the registry's "python" kind.  ``enospc`` raises the OSError a full disk gives, as if
-writing the archive failed."""
+writing the archive failed; ``crash`` ends the worker process on the spot, as a segfault in a
+kernel would."""
 
 from __future__ import annotations
 
@@ -31,6 +33,8 @@ class FaultySource(SyntheticSource):
 
     def fetch(self, job, cluster, metric, scope, requests):
         faults = self._faults()
+        if job.job_id in faults.get("crash", []):
+            os._exit(139)
         if job.job_id in faults.get("fail", []):
             raise InputError(f"{job.label}: injected data failure in {metric.name}")
         budget = faults.get("transient", {}).get(str(job.job_id), 0)

@@ -311,6 +311,67 @@ def test_worker_writes_json_and_parquet(tmp_path: Path):
         assert ds.load_data_bytes(key) == env.arch.load_data_bytes(key)
 
 
+def test_small_jobs_are_prepared_while_the_one_before_is_written(tmp_path: Path):
+    """The worker overlaps job N's write with job N+1's loading and encoding, yet the parent
+    still sees one job started at a time, in order, and the archive is what archive_job writes."""
+    from ccarchive.core import archive_job
+    from ccarchive.sources.registry import source_from_spec
+
+    env = Env(tmp_path, n_small=12)
+    seen: list[tuple[str, int]] = []
+    a = env.archiver(on_result=lambda m: seen.append((m.kind, m.db_id)))
+    kinds: list[tuple[str, int]] = []
+    handle = a._handle
+
+    def spy(msg):
+        kinds.append((msg.kind, msg.db_id))
+        handle(msg)
+
+    a._handle = spy  # type: ignore[method-assign]
+    a.start()
+    for db_id in env.ids:
+        a.trigger(db_id)
+    assert a.wait_idle(120)
+    a.shutdown(30)
+    env.assert_complete()
+    assert ("preparing", env.ids[-1]) in kinds  # the overlap did happen
+    order = [(k, i) for k, i in kinds if k in ("started", "done")]
+    assert order == [(k, i) for i in env.ids for k in ("started", "done")]  # one at a time, in order
+    for i in env.ids:  # "preparing" (if any) comes before its "started", and after the previous job began
+        if ("preparing", i) in kinds:
+            assert kinds.index(("preparing", i)) < kinds.index(("started", i))
+    # same bytes as the one-step path
+    ref = open_archive(str(tmp_path / "ref"), create=True)
+    source = source_from_spec(env.config().source)
+    for i in env.ids[:3]:
+        job = env.db.get_job(i)
+        archive_job(job, source=source, archive=ref, cluster=env.cluster)
+        assert ref.load_data_bytes(job) == env.arch.load_data_bytes(job)
+        assert ref.load_meta_bytes(job) == env.arch.load_meta_bytes(job)
+
+
+def test_a_crash_while_preparing_is_charged_to_the_prepared_job(tmp_path: Path):
+    """A job that kills the worker while it is prepared beside another's write fails after the
+    allowed attempts; the job being written meanwhile is archived, never blamed."""
+    env = Env(tmp_path, n_small=6)
+    poison = env.ids[2]
+    env.set_faults(crash=[env.job_ids[poison]])
+    failed: list[tuple[int, str]] = []
+    a = env.archiver(on_result=lambda m: failed.append((m.db_id, m.reason)) if m.kind == "failed" else None)
+    a.start()
+    for db_id in env.ids:
+        a.trigger(db_id)
+    assert a.wait_idle(120)
+    a.shutdown(30)
+    st = env.statuses()
+    assert st[poison] == 2
+    env.assert_complete([i for i in env.ids if i != poison])
+    assert a.stats.failed == {"worker-died": 1} and a.stats.worker_restarts == 3
+    store = StateStore(tmp_path / "state.db")
+    assert store.get(poison).attempts == 3
+    assert all(store.get(i).last_error_reason != "worker-died" for i in env.ids if i != poison)
+
+
 def test_worker_killed_with_a_full_queue_its_job_is_archived_once_without_restart(tmp_path: Path):
     """The job a dead worker was archiving goes back to the front, even when 128 jobs are queued and
     more wait behind them; no pending job is ever outside the backlog, queue, worker or a retry."""
@@ -336,9 +397,9 @@ def test_worker_killed_with_a_full_queue_its_job_is_archived_once_without_restar
     os.kill(old_pid, signal.SIGKILL)
     problems: list[str] = []
 
-    def archived_first() -> bool:
+    def archived_first() -> bool:  # in the job DB, and reported to the parent (written on a thread first)
         problems.extend(a.check_invariant())
-        return env.statuses()[first] == 3
+        return env.statuses()[first] == 3 and first not in a.pending()
 
     wait_for(archived_first, timeout=30, what="the killed worker's job archived")
     recovery_s = time.monotonic() - t_kill

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .errors import InputError
+from .formats.compress import BLOCK_BYTES
 from .formats.data import iter_data_entries
 from .formats.meta import encode_job_meta
 from .loading import JobLoader
@@ -123,6 +124,7 @@ class _StreamedJob:
         self.report = StatisticsReport()
         self.summary: JobData = {}
         self.final: Job | None = None
+        self._meta: bytes | None = None
         self.meta_s = 0.0
         self.produced = [0.0]
 
@@ -143,12 +145,13 @@ class _StreamedJob:
             del scopes
 
     def meta(self) -> bytes:
-        """meta.json, once every metric went by."""
-        t0 = time.perf_counter()
-        self.final = finalize_job(self.job, self.summary, self.cluster, self.report)
-        encoded = encode_job_meta(self.final)
-        self.meta_s += time.perf_counter() - t0
-        return encoded
+        """meta.json, once every metric went by (computed once)."""
+        if self._meta is None:
+            t0 = time.perf_counter()
+            self.final = finalize_job(self.job, self.summary, self.cluster, self.report)
+            self._meta = encode_job_meta(self.final)
+            self.meta_s += time.perf_counter() - t0
+        return self._meta
 
     def run(self, entries: Iterable[tuple[str, dict[str, JobMetric]]], archive: Archive | None,
             warnings: list[str]) -> ArchiveResult:
@@ -161,8 +164,24 @@ class _StreamedJob:
             if self.sink is not None:
                 self.sink.abandon()
             raise
+        self._count_encoding(inner_before)
+        return self._result(written, raw, warnings)
+
+    def prepare(self, entries: Iterable[tuple[str, dict[str, JobMetric]]], warnings: list[str]) -> PreparedJob:
+        """Load, summarise and encode the whole job into memory, writing nothing (no sink)."""
+        assert self.sink is None, "a prepared job cannot feed a Parquet sink"
+        inner_before = sum(self.phases.get(k, 0.0) for k in self._INNER)
+        encoded = b"".join(_timed(iter_data_entries(self._entries(entries)), self.produced))
+        self.meta()
+        self._count_encoding(inner_before)
+        return PreparedJob(self, encoded, warnings)
+
+    def _count_encoding(self, inner_before: float) -> None:
+        """The encoder's share: producing the pieces minus the loading and statistics inside, plus meta.json."""
         inner = sum(self.phases.get(k, 0.0) for k in self._INNER) - inner_before
         self.phases["encode"] = self.phases.get("encode", 0.0) + max(0.0, self.produced[0] - inner) + self.meta_s
+
+    def _result(self, written: WriteResult | None, raw: int, warnings: list[str]) -> ArchiveResult:
         assert self.final is not None
         result = ArchiveResult(self.final, self.summary, phases=self.phases, raw_data_bytes=raw,
                                warnings=list(warnings) + self.report.warnings)
@@ -173,7 +192,8 @@ class _StreamedJob:
                 self.sink.add(self.final)  # its metrics went in one by one: this adds the job row
         return result
 
-    def _write(self, pieces: Iterator[bytes], archive: Archive | None) -> tuple[WriteResult | None, int]:
+    def _write(self, pieces: Iterator[bytes], archive: Archive | None,
+               threads: int | None = None) -> tuple[WriteResult | None, int]:
         if archive is None:
             raw = sum(len(piece) for piece in pieces)
             self.meta()
@@ -189,14 +209,39 @@ class _StreamedJob:
             assert self.final is not None
             with self.timer("write"):
                 return archive.write_encoded(self.final, encoded, meta), len(encoded)
+        produced, meta_s = self.produced[0], self.meta_s
         t0 = time.perf_counter()
-        written: WriteResult = write_stream(self.job, pieces, self.meta)
+        written: WriteResult = write_stream(self.job, pieces, self.meta, threads=threads)
         total = time.perf_counter() - t0
         io_s = written.phases.get("write", 0.0)
         self.phases["compress"] = self.phases.get("compress", 0.0) + max(
-            0.0, total - self.produced[0] - self.meta_s - io_s)
+            0.0, total - (self.produced[0] - produced) - (self.meta_s - meta_s) - io_s)
         self.phases["write"] = self.phases.get("write", 0.0) + io_s
         return written, written.raw_data_bytes
+
+
+@dataclass
+class PreparedJob:
+    """A job loaded, summarised and encoded in memory with nothing written yet (:func:`prepare_job`).
+
+    Why: the archiving worker prepares job N+1 while job N is compressed, written and recorded
+    on another thread, so the two halves of consecutive small jobs overlap on two cores."""
+
+    _streamed: _StreamedJob
+    encoded: bytes
+    _warnings: list[str]
+
+    @property
+    def job(self) -> Job:
+        """The job as meta.json will hold it (statistics, footprint, energy)."""
+        assert self._streamed.final is not None
+        return self._streamed.final
+
+    def write(self, archive: Archive) -> ArchiveResult:
+        """Write data.json(.gz) then meta.json, exactly as :func:`archive_job` would have."""
+        one_block = len(self.encoded) <= BLOCK_BYTES  # compressed on this thread: same bytes, no hand-off
+        written, raw = self._streamed._write(iter([self.encoded]), archive, threads=1 if one_block else None)
+        return self._streamed._result(written, raw, self._warnings)
 
 
 def archive_loaded(
@@ -241,20 +286,47 @@ def archive_job(
     perhaps started) by the caller, who closes it.
     """
     check_job(job, cluster)
-    phases: dict[str, float] = {}
     if loader is None:
         loader = JobLoader(job, cluster, source, core_scope_max_nodes=core_scope_max_nodes, cancelled=cancelled)
-    timer = _Timer(phases)
-
-    def loaded() -> Entries:
-        it = iter(loader)
-        while True:
-            with timer("load"):
-                entry = next(it, None)
-            if entry is None:
-                return
-            yield entry
-            del entry
-
+    phases: dict[str, float] = {}
     return _StreamedJob(job, cluster, phases, keep_data=keep_data, sink=sink).run(
-        loaded(), archive, loader.report.missing)
+        _timed_load(loader, phases), archive, loader.report.missing)
+
+
+def _timed_load(loader: JobLoader, phases: dict[str, float]) -> Entries:
+    """The loader's metrics, the time spent fetching each counted as ``load``."""
+    timer = _Timer(phases)
+    it = iter(loader)
+    while True:
+        with timer("load"):
+            entry = next(it, None)
+        if entry is None:
+            return
+        yield entry
+        del entry
+
+
+#: Jobs planning at most this many samples (about 8 MB of data.json) can be prepared in memory;
+#: larger ones are streamed metric by metric so the worker's memory stays bounded.
+PREPARE_MAX_SAMPLES = 1 << 20
+
+
+def planned_samples(loader: JobLoader) -> int:
+    """Samples the job's archive will hold: planned series x samples per series, every metric."""
+    duration = loader.job.duration
+    return sum(len(p.series) * (duration // max(1, p.metric.timestep) + 1)
+               for plans in loader.plans.values() for p in plans)
+
+
+def prepare_job(job: Job, *, cluster: Cluster, loader: JobLoader,
+                max_samples: int = PREPARE_MAX_SAMPLES) -> PreparedJob | None:
+    """What :func:`archive_job` does before writing: load, statistics and the encoded data.json and
+    meta.json, all in memory; :meth:`PreparedJob.write` then stores it.  None (nothing loaded)
+    when the job plans more than ``max_samples`` samples: archive those with ``archive_job``
+    (give it the same ``loader``).  Sample arrays are not kept, as with ``keep_data=False``."""
+    check_job(job, cluster)
+    if planned_samples(loader) > max_samples:
+        return None
+    phases: dict[str, float] = {}
+    return _StreamedJob(job, cluster, phases, keep_data=False, sink=None).prepare(
+        _timed_load(loader, phases), loader.report.missing)

@@ -141,6 +141,9 @@ class Archiver:
         self._backlog: OrderedDict[int, JobRef] = OrderedDict()   # accepted, waiting for a queue slot
         self._queued: OrderedDict[int, JobRef] = OrderedDict()    # in the multiprocessing queue, in order
         self._in_flight: int | None = None
+        #: the queued job the worker is preparing (loading, encoding; nothing written) while the
+        #: in-flight one is being written: a crash meanwhile is charged to it
+        self._preparing: int | None = None
         #: the job whose report the result thread is handling (between "out of the worker" and
         #: "finished, retrying or back in the backlog" it is in that thread's hands)
         self._in_hand: int | None = None
@@ -333,12 +336,21 @@ class Archiver:
             log.error("archiving worker cannot start: %s", msg.message)
             self._ready.set()
             return
+        if msg.kind == "preparing":  # its attempt counts from here: a crash now is charged to it
+            with self._lock:
+                self._preparing = msg.db_id
+            self._record("record attempt", self._state_store.record_attempt, msg.db_id)
+            return
         if msg.kind == "started":
             with self._lock:
                 self._in_flight = msg.db_id
+                prepared = self._preparing == msg.db_id
+                if prepared:
+                    self._preparing = None
                 if self._queued.pop(msg.db_id, None) is not None:
                     self._feed_locked()
-            self._record("record attempt", self._state_store.record_attempt, msg.db_id)
+            if not prepared:
+                self._record("record attempt", self._state_store.record_attempt, msg.db_id)
             return
         if msg.kind == "paused":
             self._on_storage_full(msg)
@@ -440,18 +452,25 @@ class Archiver:
         with self._lock:
             stopping = self._state in ("draining", "stopped") and (self._stop.is_set() or not self._pending)
             lost = self._in_flight
-            self._in_flight = None
+            suspect = self._preparing if self._preparing in self._queued else None
+            self._in_flight = self._preparing = None
         if self._stop.is_set():
             return False
         cause = f"archiving worker (pid {self._worker.pid}) died with exit code {code}"
-        log.error("%s%s", cause, f" while archiving job {lost}" if lost else "")
-        if lost is not None:
-            self._record("record failure", self._state_store.record_failure, lost, "worker-died", cause)
-            st = self._record("read state", self._state_store.get, lost)
+        log.error("%s%s%s", cause, f" while archiving job {lost}" if lost else "",
+                  f" and preparing job {suspect}" if suspect else "")
+        # The crash is charged to the job whose data was being processed: the one being prepared
+        # if any (the job being written is already encoded), else the one in flight.
+        blamed = suspect if suspect is not None else lost
+        if blamed is not None:
+            self._record("record failure", self._state_store.record_failure, blamed, "worker-died", cause)
+            st = self._record("read state", self._state_store.get, blamed)
             attempts = st.attempts if st is not None else 1
             if attempts >= self.retry.max_attempts:
-                self._on_failure(lost, attempts, "worker-died", f"job {lost}: {cause} ({attempts} times)", False)
-                lost = None
+                with self._lock:
+                    self._queued.pop(blamed, None)
+                self._on_failure(blamed, attempts, "worker-died", f"job {blamed}: {cause} ({attempts} times)", False)
+                lost = None if blamed == lost else lost
         if stopping:
             return False
         # Rebuild: a new queue (the dead worker may hold the old one's lock).  The job it was

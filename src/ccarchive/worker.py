@@ -23,6 +23,7 @@ import os
 import time
 import traceback
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from queue import Empty
 from typing import Any
@@ -64,9 +65,12 @@ class WorkerConfig:
 
 @dataclass
 class Message:
-    """Worker -> parent.  kind: ready | fatal | started | paused | done | skipped | failed | cancelled.
+    """Worker -> parent.  kind: ready | fatal | preparing | started | paused | done | skipped | failed
+    | cancelled.
 
-    ``paused`` (storage full) may come several times between ``started`` and the job's outcome."""
+    ``preparing``: the job is being loaded and encoded (nothing written) while the job before it
+    is still being written; ``started`` follows once that one is reported.  ``paused`` (storage
+    full) may come several times between ``started`` and the job's outcome."""
 
     kind: str
     db_id: int = 0
@@ -179,40 +183,108 @@ def drop_ahead(env: dict[str, Any], db_id: int) -> tuple[Any, Any] | None:
     return env.get("ahead", {}).pop(db_id, None)
 
 
-def archive_one(ref: JobRef, cfg: WorkerConfig, env: dict[str, Any], cancelled: Any) -> Message:
-    """Steps 1-5 for one job; any exception becomes a failed Message."""
-    from .core import archive_job
+def _open_job(ref: JobRef, env: dict[str, Any], cancelled: Callable[[], bool]) -> tuple[Any, Any, Any] | Message:
+    """Step 1: the job, its cluster and the loader :func:`look_ahead` opened for it (None if it did
+    not, or if the job changed since), or the ``skipped`` Message of a job not to archive."""
     from .errors import CancelledError
 
-    jobdb, archive, source = env["jobdb"], env["archive"], env["source"]
     ahead = drop_ahead(env, ref.db_id)
+    keep = False
     try:
-        job = jobdb.get_job(ref.db_id)                                            # 1
+        job = env["jobdb"].get_job(ref.db_id)
         if job.monitoring_status in (0, 3) and not ref.force:
             what = "already archived" if job.monitoring_status == 3 else "not monitored (status 0)"
             return Message("skipped", ref.db_id, ref.attempt, ok=True, reason=what,
                            message=f"{job.label}: {what}; not archived again")
-        cluster = archive.load_cluster(job.cluster)
+        cluster = env["archive"].load_cluster(job.cluster)
         if cancelled():
             raise CancelledError(f"{job.label}: cancelled before loading")
-        loader = ahead[1] if ahead is not None and ahead[0] == job else None  # unchanged since opened
-        result = archive_job(job, source=source, archive=archive, cluster=cluster,  # 2-4
+        keep = ahead is not None and ahead[0] == job  # unchanged since it was opened ahead
+        return job, cluster, ahead[1] if keep and ahead is not None else None
+    finally:
+        if ahead is not None and not keep:
+            ahead[1].close()
+
+
+def _record(ref: JobRef, env: dict[str, Any], result: Any) -> Message:
+    """Step 5 and the ``done`` Message (step 6): the job DB learns the job is archived."""
+    t0 = time.perf_counter()
+    final = result.job
+    env["jobdb"].mark_archived(ref.db_id, final.footprint or {}, final.energy_footprint or {}, final.energy)
+    result.phases["db"] = time.perf_counter() - t0
+    return Message("done", ref.db_id, ref.attempt, ok=True, phases=result.phases,
+                   bytes_written=result.bytes_written, job=_hook_payload(final, result.path),
+                   warnings=result.warnings[:50])
+
+
+def _as_message(ref: JobRef, e: BaseException) -> Message:
+    from .errors import CancelledError
+
+    if isinstance(e, CancelledError):
+        return Message("cancelled", ref.db_id, ref.attempt, reason=e.reason, message=str(e))
+    if isinstance(e, Exception):
+        return _failure(ref, e)
+    raise e
+
+
+def archive_one(ref: JobRef, cfg: WorkerConfig, env: dict[str, Any], cancelled: Any) -> Message:
+    """Steps 1-5 for one job; any exception becomes a failed Message."""
+    from .core import archive_job
+
+    loader = None
+    try:
+        opened = _open_job(ref, env, cancelled)
+        if isinstance(opened, Message):
+            return opened
+        job, cluster, loader = opened
+        result = archive_job(job, source=env["source"], archive=env["archive"], cluster=cluster,  # 2-4
                              core_scope_max_nodes=cfg.core_scope_max_nodes, cancelled=cancelled,
                              sink=env.get("sink"), keep_data=False, loader=loader)
-        t0 = time.perf_counter()
-        final = result.job
-        jobdb.mark_archived(ref.db_id, final.footprint or {}, final.energy_footprint or {}, final.energy)  # 5
-        result.phases["db"] = time.perf_counter() - t0
-        return Message("done", ref.db_id, ref.attempt, ok=True, phases=result.phases,  # 6
-                       bytes_written=result.bytes_written, job=_hook_payload(final, result.path),
-                       warnings=result.warnings[:50])
-    except CancelledError as e:
-        return Message("cancelled", ref.db_id, ref.attempt, reason=e.reason, message=str(e))
-    except Exception as e:  # noqa: BLE001 - classified below; the worker must survive anything a job does
-        return _failure(ref, e)
+        return _record(ref, env, result)                                          # 5-6
+    except BaseException as e:  # noqa: BLE001 - the worker must survive anything a job does
+        return _as_message(ref, e)
     finally:
-        if ahead is not None:
-            ahead[1].close()  # requests of a loader not used (or not iterated to its end)
+        if loader is not None:
+            loader.close()  # requests of a loader not iterated to its end
+
+
+def prepare_one(ref: JobRef, cfg: WorkerConfig, env: dict[str, Any], cancelled: Callable[[], bool]) -> Any:
+    """Steps 1-3 and the encoding of a small job, nothing written: a ``PreparedJob`` for
+    :func:`write_prepared`, a Message (skipped, failed, cancelled), or None when the job is to be
+    archived by :func:`archive_one` instead (too large to hold in memory, or a Parquet sink is
+    configured: its rows go in as the job streams)."""
+    from .core import prepare_job
+    from .loading import JobLoader
+
+    if env.get("sink") is not None:
+        return None
+    loader = None
+    try:
+        opened = _open_job(ref, env, cancelled)
+        if isinstance(opened, Message):
+            return opened
+        job, cluster, loader = opened
+        if loader is None:
+            loader = JobLoader(job, cluster, env["source"], core_scope_max_nodes=cfg.core_scope_max_nodes,
+                               cancelled=cancelled)
+        prepared = prepare_job(job, cluster=cluster, loader=loader)
+        if prepared is None:  # archive_one takes the (unstarted) loader over
+            env.setdefault("ahead", {})[ref.db_id] = (job, loader)
+            loader = None
+        return prepared
+    except BaseException as e:  # noqa: BLE001 - reported as the job's outcome
+        return _as_message(ref, e)
+    finally:
+        if loader is not None:
+            loader.close()
+
+
+def write_prepared(ref: JobRef, prepared: Any, env: dict[str, Any]) -> Message:
+    """Steps 4-6 of a prepared job (runs on the writer thread); any exception becomes a failed Message."""
+    try:
+        return _record(ref, env, prepared.write(env["archive"]))
+    except BaseException as e:  # noqa: BLE001
+        return _as_message(ref, e)
 
 
 def _failure(ref: JobRef, e: Exception) -> Message:
@@ -235,14 +307,15 @@ def _failure(ref: JobRef, e: Exception) -> Message:
 
 def archive_until_space(
     ref: JobRef, cfg: WorkerConfig, env: dict[str, Any], cancelled: Callable[[], bool],
-    report: Callable[[Message], None], wait: Callable[[float], bool],
+    report: Callable[[Message], None], wait: Callable[[float], bool], first: Message | None = None,
 ) -> Message:
     """:func:`archive_one`, but a full disk pauses the worker instead of failing the job: each try
     leaves nothing half-written, the parent hears ``paused`` (with the wait), and the same job is
     tried again with backoff (1 s doubling up to ``storage_retry_max_s``) until it fits or
     ``wait`` reports a cancellation.  So a full disk never burns through the queue, and every job
-    archives once space returns, without a manual retry."""
-    msg = archive_one(ref, cfg, env, cancelled)
+    archives once space returns, without a manual retry.  ``first``: the outcome of a first try
+    made elsewhere (a prepared job's write)."""
+    msg = first if first is not None else archive_one(ref, cfg, env, cancelled)
     pauses = 0
     while msg.kind == "failed" and msg.reason == STORAGE_FULL:
         delay = min(cfg.storage_retry_max_s, 2.0 ** pauses)
@@ -316,35 +389,68 @@ def worker_main(cfg: WorkerConfig, queue: Any, results: Any, cancel: Any) -> Non
         return cancelled()
 
     taken: list[JobRef | None] = []  # the next queue item, taken early to look ahead
-    while True:
-        if taken:
-            ref = taken.pop()
-        else:
-            try:
-                ref = queue.get(timeout=1.0)
-            except Empty:
+    # A small job is prepared (loaded, summarised, encoded) while the job before it is written on
+    # this thread, and reported started only once that one is reported done: the parent sees
+    # one job at a time, and "preparing" tells it which job a crash meanwhile belongs to.
+    writer = ThreadPoolExecutor(1, thread_name_prefix="ccarchive-writer")
+    writing: tuple[JobRef, Future[Message]] | None = None
+
+    def settle() -> None:
+        """Report the job being written (waiting for it; a full disk pauses here)."""
+        nonlocal writing
+        if writing is not None:
+            ref, fut = writing
+            writing = None
+            results.send(archive_until_space(ref, cfg, env, cancelled, results.send, wait_or_cancelled,
+                                             first=fut.result()))
+
+    try:
+        while True:
+            if taken:
+                ref = taken.pop()
+            else:
+                try:
+                    ref = queue.get_nowait() if writing is not None else queue.get(timeout=1.0)
+                except Empty:
+                    if writing is not None:
+                        settle()
+                        continue
+                    flush_sink(env)
+                    if os.getppid() != parent:
+                        return
+                    continue
+            if ref is None:
+                settle()
                 flush_sink(env)
-                if os.getppid() != parent:
-                    return
+                break
+            if cancelled():
+                settle()
+                ahead = drop_ahead(env, ref.db_id)
+                if ahead is not None:
+                    ahead[1].close()
+                results.send(Message("cancelled", ref.db_id, ref.attempt, reason="cancelled",
+                                     message=f"job {ref.db_id}: not started, shutting down"))
                 continue
-        if ref is None:
-            flush_sink(env)
-            break
-        if cancelled():
-            ahead = drop_ahead(env, ref.db_id)
-            if ahead is not None:
-                ahead[1].close()
-            results.send(Message("cancelled", ref.db_id, ref.attempt, reason="cancelled",
-                                 message=f"job {ref.db_id}: not started, shutting down"))
-            continue
-        try:
-            results.send(Message("started", ref.db_id, ref.attempt, pid=pid))
+            overlapped = writing is not None
+            results.send(Message("preparing" if overlapped else "started", ref.db_id, ref.attempt, pid=pid))
             try:
                 taken.append(queue.get_nowait())
                 if taken[0] is not None:
                     look_ahead(taken[0], cfg, env, cancelled)
             except Empty:
                 pass
-            results.send(archive_until_space(ref, cfg, env, cancelled, results.send, wait_or_cancelled))
-        except (BrokenPipeError, OSError):
-            return  # the parent is gone; the job DB still says pending where it matters
+            outcome = prepare_one(ref, cfg, env, cancelled)
+            if overlapped:
+                settle()
+                results.send(Message("started", ref.db_id, ref.attempt, pid=pid))
+            if isinstance(outcome, Message):  # (a full disk met while loading pauses too)
+                results.send(archive_until_space(ref, cfg, env, cancelled, results.send, wait_or_cancelled,
+                                                 first=outcome))
+            elif outcome is None:
+                results.send(archive_until_space(ref, cfg, env, cancelled, results.send, wait_or_cancelled))
+            else:
+                writing = (ref, writer.submit(write_prepared, ref, outcome, env))
+    except (BrokenPipeError, OSError):
+        return  # the parent is gone; the job DB still says pending where it matters
+    finally:
+        writer.shutdown(wait=True)
