@@ -41,6 +41,8 @@ from .base import FetchResult, SeriesRequest
 _U64 = npt.NDArray[np.uint64]
 _F64 = npt.NDArray[np.float64]
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+_S11, _S27, _S30, _S31 = (np.uint64(k) for k in (11, 27, 30, 31))
 _NETWORK = ("ib_", "net_", "eth_", "nfs", "lustre", "gpfs", "beegfs", "io_", "disk")
 
 
@@ -51,20 +53,19 @@ def _stable_seed(key: str) -> np.uint64:
 
 
 def _mix(x: _U64) -> _U64:
-    """splitmix64 finaliser, element-wise (uint64 arithmetic wraps, as intended)."""
-    with np.errstate(over="ignore"):
-        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return x ^ (x >> np.uint64(31))
+    """splitmix64 finaliser, element-wise (uint64 array arithmetic wraps silently, as intended)."""
+    x = (x ^ (x >> _S30)) * _M1
+    x = (x ^ (x >> _S27)) * _M2
+    return x ^ (x >> _S31)
 
 
-def _uniform(seeds: _U64, n: int, stream: int) -> _F64:
-    """(len(seeds), n) uniforms in [0, 1): a pure function of (seed, sample index, stream)."""
-    t = np.arange(n, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        salt = np.uint64((stream * 0xD1B54A32D192ED03) & 0xFFFFFFFFFFFFFFFF)
-        x = _mix(seeds[:, None] ^ salt) + t[None, :] * _GOLDEN
-    return (_mix(x) >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+def _uniform(seeds: _U64, n: int, stream: int, start: int = 0) -> _F64:
+    """(len(seeds), n) uniforms in [0, 1) for sample indices ``start .. start + n - 1``: a pure
+    function of (seed, sample index, stream), so any stretch can be computed on its own."""
+    t = np.arange(start, start + n, dtype=np.uint64)
+    salt = np.uint64((stream * 0xD1B54A32D192ED03) & 0xFFFFFFFFFFFFFFFF)
+    x = _mix(seeds[:, None] ^ salt) + t[None, :] * _GOLDEN
+    return (_mix(x) >> _S11).astype(np.float64) * (1.0 / (1 << 53))
 
 
 def _runs(starts: npt.NDArray[np.bool_], lengths: _F64) -> npt.NDArray[np.bool_]:
@@ -339,17 +340,23 @@ def _round(values: _F64, cap: float | None) -> _F64:
     return values
 
 
-def _table(seed: _U64, length: int, stream: int, normal: bool) -> _F64:
+def _table(seed: _U64, length: int, stream: int, normal: bool, start: int = 0) -> _F64:
+    """Entries ``start .. start + length - 1`` of a seed's uniform (or normal) table."""
     if not normal:
-        return _uniform(seed, length, stream)[0]
-    u1 = 1.0 - _uniform(seed, length, stream)[0]  # Box-Muller
-    return np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * math.pi * _uniform(seed, length, stream + 100)[0])
+        return _uniform(seed, length, stream, start)[0]
+    u1 = 1.0 - _uniform(seed, length, stream, start)[0]  # Box-Muller
+    return np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * math.pi * _uniform(seed, length, stream + 100, start)[0])
 
 
 def _windows(seed: _U64, n: int, stream: int, offsets: npt.NDArray[np.intp], normal: bool = False) -> _F64:
-    """(series, n) block: row r is table[offsets[r] : offsets[r] + n] (a fresh C-contiguous copy)."""
-    table = _table(seed, n + _WINDOW, stream, normal)
-    return np.lib.stride_tricks.sliding_window_view(table, n)[offsets]
+    """(series, n) block: row r is table[offsets[r] : offsets[r] + n] (a fresh C-contiguous copy).
+    Only the stretch of the table the rows cover is computed (a short job of one series needs
+    ``n`` entries, not ``n`` + the table's slack)."""
+    if offsets.size == 0:
+        return np.empty((0, n), dtype=np.float64)
+    lo = int(offsets.min())
+    table = _table(seed, int(offsets.max()) - lo + n, stream, normal, lo)
+    return np.lib.stride_tricks.sliding_window_view(table, n)[offsets - lo]
 
 
 def _scaled(noise: _F64, rel: float | _F64, base: float, level: float | _F64,
