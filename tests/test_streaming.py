@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from ccarchive.archive import JobArchive, open_archive
+from ccarchive.atomicio import AtomicFile
 from ccarchive.core import archive_loaded
 from ccarchive.formats import compress
 from ccarchive.formats.data import encode_job_data, iter_job_data
@@ -275,14 +276,20 @@ def test_rearchive_killed_before_meta_never_pairs_old_meta_with_new_data(
         for block in scopes.values():
             block.data += 1.0
     compute_data_statistics(new, StatisticsReport())
-    real_put = JobArchive._put
+    real_put, real_commit = JobArchive._put, AtomicFile.commit
 
-    def killed_at_meta(self, path, payload, **kw):
+    def killed_at_meta(self, path, payload, **kw):  # object stores: the meta.json upload
         if path.endswith("meta.json"):
             raise KeyboardInterrupt("killed")
         return real_put(self, path, payload, **kw)
 
+    def killed_at_meta_rename(self):  # local disks: meta.json is synced, its rename never happens
+        if self.path.endswith("meta.json"):
+            raise KeyboardInterrupt("killed")
+        return real_commit(self)
+
     monkeypatch.setattr(JobArchive, "_put", killed_at_meta)
+    monkeypatch.setattr(AtomicFile, "commit", killed_at_meta_rename)
     with pytest.raises(KeyboardInterrupt):
         arch.write_stream(job, iter_job_data(new), encode_job_meta(job))
     monkeypatch.undo()
@@ -330,3 +337,32 @@ def test_block_gzip_is_read_by_gnu_gzip(tmp_path: Path) -> None:
     path.write_bytes(compress.gzip_bytes(text, threads=2))
     subprocess.run([gz, "-t", str(path)], check=True, timeout=60)
     assert subprocess.run([gz, "-dc", str(path)], check=True, capture_output=True, timeout=60).stdout == text
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_local_entry_syncs_data_and_meta_before_publishing_either(
+        tmp_path: Path, fritz_cluster, monkeypatch, stream: bool) -> None:
+    """On a local disk both files of an entry are synced back to back (one journal commit) and
+    only then renamed into place, data first, meta.json last."""
+    arch = open_archive(str(tmp_path), create=True)
+    job, data = _job_and_data(fritz_cluster, 1, 3600)
+    calls: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        calls.append("fsync " + os.readlink(f"/proc/self/fd/{fd}").rsplit("-", 1)[-1])
+        real_fsync(fd)
+
+    def replace(src: str, dst: str) -> None:
+        calls.append("rename " + os.path.basename(dst))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    if stream:
+        arch.write_stream(job, iter_job_data(data), encode_job_meta(job))
+    else:
+        arch.write_encoded(job, encode_job_data(data), encode_job_meta(job))
+    monkeypatch.undo()
+    assert calls == ["fsync data.json.gz.partial", "fsync meta.json.partial", "rename data.json.gz", "rename meta.json"]
+    assert arch.load_data_bytes(job) == encode_job_data(data) and arch.temporary_files() == []

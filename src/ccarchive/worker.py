@@ -366,7 +366,7 @@ def worker_main(cfg: WorkerConfig, queue: Any, results: Any, cancel: Any) -> Non
     # fsync and SQLite call; with the default 5 ms switch interval each comes back only after the
     # main thread's next forced switch, which would make a small job's write last longer than its
     # preparation.
-    sys.setswitchinterval(0.00005)
+    sys.setswitchinterval(0.005)
     from .logs import setup_logging
 
     setup_logging(0 if cfg.log_level >= logging.WARNING else 1, cfg.log_format)

@@ -167,16 +167,58 @@ class JobArchive:
         d = self.job_dir(job)
         self._remove_leftovers(d)
         if should_gzip(len(encoded_data)):
-            name, stale, payload = "data.json.gz", "data.json", gzip_bytes(encoded_data)
+            name, payload = "data.json.gz", gzip_bytes(encoded_data)
         else:
-            name, stale, payload = "data.json", "data.json.gz", encoded_data
-        # A re-archive unpublishes the old meta.json right before the new data replaces the old:
-        # killed in between, the entry is incomplete (no meta.json), never old meta beside new data.
-        meta_path = posixpath.join(d, "meta.json")
-        self._put(posixpath.join(d, name), payload, unpublish=meta_path)
-        self._remove(posixpath.join(d, stale))
-        self._put(meta_path, meta)
+            name, payload = "data.json", encoded_data
+        self._write_entry(d, name, payload, meta)
         return WriteResult(d, name, len(payload) + len(meta), len(encoded_data))
+
+    def _write_entry(self, d: str, name: str, data: bytes | Callable[[Any], object],
+                     meta: bytes | Callable[[], bytes]) -> bytes:
+        """One job entry: data file ``name`` (``data``: its bytes, or a function writing them to
+        a file), then meta.json (a callable is called once the data is written); returns the
+        meta.json bytes.
+
+        Published in order: the data file, the other data file removed, meta.json last.  A
+        re-archive unpublishes the old meta.json right before the new data replaces the old, so a
+        writer killed at any point leaves an incomplete entry (no meta.json), never old meta
+        beside new data.  On a local disk both files are first written to temporary files and
+        synced together (one journal commit instead of two); a writer killed before the renames
+        leaves those files, which the next write of the job removes."""
+        meta_path = posixpath.join(d, "meta.json")
+        data_path = posixpath.join(d, name)
+        stale = posixpath.join(d, "data.json.gz" if name == "data.json" else "data.json")
+        if not self._local:  # object stores: one upload each, in order
+            if isinstance(data, bytes):
+                self._put(data_path, data, unpublish=meta_path)
+            else:
+                with AtomicFile(self.fs, data_path, before_publish=self._unpublisher(meta_path)) as out:
+                    data(out.file)
+            meta_bytes = meta if isinstance(meta, bytes) else meta()
+            self._remove(stale)
+            self._put(meta_path, meta_bytes)
+            return meta_bytes
+        main = AtomicFile(self.fs, data_path, before_publish=self._unpublisher(meta_path))
+        side: AtomicFile | None = None
+        try:
+            if isinstance(data, bytes):
+                main.file.write(data)
+            else:
+                data(main.file)
+            meta_bytes = meta if isinstance(meta, bytes) else meta()
+            side = AtomicFile(self.fs, meta_path)
+            side.file.write(meta_bytes)
+            main.sync()
+            side.sync()
+            main.commit()
+            self._remove(stale)
+            side.commit()
+        except BaseException:
+            if side is not None:
+                side.abort()
+            main.abort()
+            raise
+        return meta_bytes
 
     def write_stream(
         self, job: Job | JobKey, pieces: Iterable[bytes], meta: bytes | Callable[[], bytes], *,
@@ -204,25 +246,20 @@ class JobArchive:
             return self.write_encoded(job, b"".join(head), meta if isinstance(meta, bytes) else meta())
         d = self.job_dir(job)
         self._remove_leftovers(d)
-        raw, stored, io_s = self._put_gzip_stream(posixpath.join(d, "data.json.gz"), chain(head, it), level, threads,
-                                                  unpublish=posixpath.join(d, "meta.json"))
-        meta_bytes = meta if isinstance(meta, bytes) else meta()
-        t0 = time.perf_counter()
-        self._remove(posixpath.join(d, "data.json"))
-        self._put(posixpath.join(d, "meta.json"), meta_bytes)
-        io_s += time.perf_counter() - t0
-        return WriteResult(d, "data.json.gz", stored + len(meta_bytes), raw, {"write": io_s})
+        gz: list[tuple[int, int, float]] = []
+        made: list[float] = []
 
-    def _put_gzip_stream(
-        self, path: str, chunks: Iterator[bytes], level: int | None, threads: int | None, *,
-        unpublish: str | None = None
-    ) -> tuple[int, int, float]:
-        """gzip ``chunks`` into ``path`` atomically; returns (text bytes, stored bytes, I/O seconds).
-        ``unpublish`` is removed just before the new object replaces the old one (see :meth:`_put`)."""
-        with AtomicFile(self.fs, path, before_publish=self._unpublisher(unpublish)) as out:
-            raw, stored, io_s = _gzip_into(out.file, chunks, level, threads)
-            t0 = time.perf_counter()
-        return raw, stored, io_s + time.perf_counter() - t0
+        def meta_then_clock() -> bytes:  # everything after this is the write's I/O
+            meta_bytes = meta if isinstance(meta, bytes) else meta()
+            made.append(time.perf_counter())
+            return meta_bytes
+
+        meta_bytes = self._write_entry(d, "data.json.gz",
+                                       lambda f: gz.append(_gzip_into(f, chain(head, it), level, threads)),
+                                       meta_then_clock)
+        raw, stored, io_s = gz[0]
+        io_s += time.perf_counter() - made[0]
+        return WriteResult(d, "data.json.gz", stored + len(meta_bytes), raw, {"write": io_s})
 
     def load_meta(self, job: Job | JobKey) -> Job:
         path = posixpath.join(self.job_dir(job), "meta.json")
