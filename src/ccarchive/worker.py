@@ -20,7 +20,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -362,11 +361,6 @@ def worker_main(cfg: WorkerConfig, queue: Any, results: Any, cancel: Any) -> Non
 
     # Ctrl-C reaches the whole foreground process group; only the parent decides how to stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # The writer and the store-answer threads give the GIL up around every compression, write,
-    # fsync and SQLite call; with the default 5 ms switch interval each comes back only after the
-    # main thread's next forced switch, which would make a small job's write last longer than its
-    # preparation.
-    sys.setswitchinterval(0.005)
     from .logs import setup_logging
 
     setup_logging(0 if cfg.log_level >= logging.WARNING else 1, cfg.log_format)
