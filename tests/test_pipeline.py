@@ -367,6 +367,7 @@ def test_a_crash_while_preparing_is_charged_to_the_prepared_job(tmp_path: Path):
     assert st[poison] == 2
     env.assert_complete([i for i in env.ids if i != poison])
     assert a.stats.failed == {"worker-died": 1} and a.stats.worker_restarts == 3
+    assert failed == []  # the parent fails it itself: no worker ever reported a failure
     store = StateStore(tmp_path / "state.db")
     assert store.get(poison).attempts == 3
     assert all(store.get(i).last_error_reason != "worker-died" for i in env.ids if i != poison)
