@@ -168,7 +168,7 @@ def run(quick: bool) -> list[dict[str, Any]]:
                          t_base, f"CPU {c_base:.1f} s"))
         rows.append(_row(case, "ccarchive convert to Parquet, verified, 1 process", t_one, nbytes, t_base,
                          f"CPU {c_one:.1f} s (all threads)"))
-        conv = _row(case, f"ccarchive convert to Parquet, verified, {workers} worker processes", t_ours, nbytes,
+        conv = _row(case, f"ccarchive convert to Parquet, verified, {workers} lanes", t_ours, nbytes,
                     t_base, f"CPU {c_ours:.1f} s (all processes); same jobs read back from all three datasets: {same}")
         conv["budget"] = f"convert >= {CONVERT_SPEEDUP:.0f}x the baseline"
         conv["pass"] = same and t_base / t_ours >= CONVERT_SPEEDUP

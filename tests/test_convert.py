@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 from backend_fixtures import RawJob, fixture_clusters, fixture_jobs
@@ -20,7 +21,7 @@ from ccarchive.archive import job_path, open_archive
 from ccarchive.backends.parquet import ParquetArchive
 from ccarchive.backends.sqlite import SqliteArchive
 from ccarchive.cli import convert_cmd
-from ccarchive.convert import _chunks, _digest, _read_back, convert, data_digest
+from ccarchive.convert import _chunks, _digest, convert, data_digest, rows_digest, stored_meta_digest
 from ccarchive.formats.data import decode_job_data, encode_job_data
 from ccarchive.formats.meta import decode_job_meta, encode_job_meta
 from ccarchive.model import Job, JobData, StatsSeries
@@ -265,30 +266,122 @@ def _edge_case_jobs(jobs: list[RawJob]) -> list[tuple[Job, JobData]]:
     return out
 
 
-def test_digest_of_the_stored_rows_equals_the_digest_of_the_source(tmp_path: Path, jobs):
+def test_digest_of_the_rows_equals_the_digest_of_the_source(tmp_path: Path, jobs):
     """Verification compares a digest taken from the source's decoded blocks with one taken from
-    the Arrow rows read back: equal for every job, different as soon as one sample differs."""
+    the Arrow rows built for the job: equal for every job (and for what ``load_data`` rebuilds from
+    the stored files), different as soon as one sample differs; every file reads back as written."""
     decoded = _edge_case_jobs(jobs)
     dst = open_archive(f"parquet+{tmp_path / 'ds'}", create=True)
     assert isinstance(dst, ParquetArchive)
     sink = dst.sink(max_jobs=1000, stream_job_bytes=1 << 14)  # the larger jobs stream into files of their own
+    digests = {}
     for job, data in decoded:
-        sink.add(job, data, flush_when_full=False)
+        if job.key[1] % 2:  # metric by metric, as the streamed archiver adds them
+            rows = [sink.add_metric(job, metric, data[metric]) for metric in sorted(data)]
+            digests[job.key] = rows_digest(*(pa.concat_tables(t) for t in zip(*rows, strict=True)))
+        else:
+            digests[job.key] = rows_digest(*sink.add_data(job, data))
+        sink.add(job, flush_when_full=False)
+        assert stored_meta_digest(job) == _digest(encode_job_meta(job)), job.key
     written = sink.flush()
-    got = _read_back(dst, written, [job.key for job, _ in decoded])
-    assert len(got) == len(decoded) and len(written) > 6
+    assert len(written) > 6 and set(written) == set(sink.written)
+    assert all(dst.check_file(path, want) is None for path, want in sink.written.items())
     for job, data in decoded:
-        assert got[job.key] == (_digest(encode_job_meta(job)), data_digest(data)), job.key
+        assert digests[job.key] == data_digest(data), job.key
         assert data_digest(dst.load_data(job.key)) == data_digest(data), job.key
     job, data = decoded[-1]
     block = next(b for scopes in data.values() for b in scopes.values() if b.num_series and b.lengths[-1] > 2)
     block.data[-1, 2] += 0.5  # float32 sees it
-    assert got[job.key][1] != data_digest(data)
+    assert digests[job.key] != data_digest(data)
 
 
-def test_worker_processes_write_the_same_jobs_as_one_process(tmp_path: Path, jobs):
-    """``ccarchive convert --workers 2`` in a process of its own (workers are only forked from a
-    process without other threads, which this test process may not be) against one process here."""
+def _flip_a_byte(path: str, at: int = 100) -> None:
+    with open(path, "r+b") as f:
+        f.seek(at)
+        byte = f.read(1)
+        f.seek(at)
+        f.write(bytes([byte[0] ^ 0x10]))
+
+
+@pytest.mark.parametrize("table", ["series", "metrics"])
+def test_parquet_file_corrupted_on_its_way_to_disk_is_detected(tmp_path: Path, jobs, monkeypatch, table: str):
+    """A file whose stored bytes differ from what the writer produced (one flipped bit) fails the
+    jobs of its partition; the other jobs are copied."""
+    import ccarchive.backends.parquet as parquet_backend
+    from ccarchive.atomicio import AtomicFile
+
+    src = open_archive(str(tmp_path / "src"), create=True)
+    _fill(src, jobs)
+    dst = open_archive(f"parquet+{tmp_path / 'ds'}", create=True)
+    assert isinstance(dst, ParquetArchive)
+    hit: list[str] = []
+
+    class Flipping(AtomicFile):  # the series files: written through an AtomicFile
+        def commit(self) -> None:
+            if not hit and self._tmp is not None and f"/{table}/" in self.path:
+                self.file.flush()
+                _flip_a_byte(self._tmp)
+                hit.append(self.path)
+            super().commit()
+
+    real_put = dst.put
+
+    def flipping_put(path: str, payload: bytes) -> None:  # the small files: one put each
+        real_put(path, payload)
+        if not hit and f"/{table}/" in path:
+            _flip_a_byte(dst.fs._strip_protocol(path), len(payload) // 2)
+            hit.append(path)
+
+    monkeypatch.setattr(parquet_backend, "AtomicFile", Flipping)
+    monkeypatch.setattr(dst, "put", flipping_put)
+    rep = convert(src, dst, progress=False, workers=1)
+    assert len(hit) == 1
+    cluster, month = [p.split("=")[1] for p in hit[0].split("/") if "=" in p]
+    victims = [j.key for j in jobs if j.key[0] == cluster and parquet_backend.start_month(j.key[2]) == month]
+    assert victims and rep.failed == len(victims) and rep.copied == len(jobs) - len(victims)
+    for key, error in zip(victims, rep.errors, strict=True):
+        assert f"job {key[0]}/{key[1]}/{key[2]}: verification failed: a file of its batch does not read back" in error
+        assert "CRC-32" in error
+
+
+def test_rows_that_do_not_give_back_the_source_are_not_written(tmp_path: Path, jobs, monkeypatch):
+    """A fault converting a job into Arrow rows (here: the last series of a block lost, a field
+    of the jobs row dropped) is caught before anything of the job is written."""
+    from ccarchive.backends import parquet_schema
+
+    src = open_archive(str(tmp_path / "src"), create=True)
+    _fill(src, jobs)
+    lossy_data, lossy_meta = jobs[-1].key, jobs[0].key
+    real_rows, real_job_row = parquet_schema.data_rows, parquet_schema.job_row
+
+    def data_rows(job, metrics, batch):
+        metrics, series = real_rows(job, metrics, batch)
+        return metrics, series.slice(0, max(0, series.num_rows - 1)) if job.key == lossy_data else series
+
+    def job_row(job):
+        row = real_job_row(job)
+        if job.key == lossy_meta:
+            row.pop("project")
+        return row
+
+    monkeypatch.setattr(parquet_schema, "data_rows", data_rows)
+    monkeypatch.setattr(parquet_schema, "job_row", job_row)
+    dst = open_archive(f"parquet+{tmp_path / 'ds'}", create=True)
+    rep = convert(src, dst, progress=False, workers=1)
+    assert rep.copied == len(jobs) - 2 and len(rep.errors) == 2
+    assert any("the Parquet rows do not give back the source's data.json" in e and str(lossy_data[1]) in e
+               for e in rep.errors)
+    assert any("the Parquet rows do not give back the source's meta.json" in e and str(lossy_meta[1]) in e
+               for e in rep.errors)
+    assert not dst.exists(lossy_data) and not dst.exists(lossy_meta)  # so the next run retries them
+    monkeypatch.undo()
+    again = convert(src, dst, progress=False, workers=1)
+    assert (again.copied, again.skipped, again.ok) == (2, len(jobs) - 2, True)
+
+
+def test_parallel_lanes_write_the_same_jobs_as_one_lane(tmp_path: Path, jobs):
+    """``ccarchive convert --workers 2`` (two lanes, each chunk a batch of its own) against one
+    lane here: the same jobs read back."""
     src = open_archive(str(tmp_path / "src"), create=True)
     _fill(src, jobs)
     one = open_archive(f"parquet+{tmp_path / 'one'}", create=True)
@@ -303,9 +396,23 @@ def test_worker_processes_write_the_same_jobs_as_one_process(tmp_path: Path, job
         assert many.load_meta_bytes(j.key) == one.load_meta_bytes(j.key)
         assert many.load_data_bytes(j.key) == one.load_data_bytes(j.key)
     batches = [set(pc.unique(a.dataset("jobs").to_table(columns=["batch"])["batch"]).to_pylist()) for a in (one, many)]
-    chunks = _chunks([j.key for j in jobs], 64, 2)  # four per worker, each converted as a batch of its own
+    chunks = _chunks([j.key for j in jobs], 64, 2)  # four per lane, each converted as a batch of its own
     assert len(batches[0]) == 1 and len(batches[1]) == len(chunks) > 2
     assert convert(src, many, progress=False, workers=2).skipped == len(jobs)  # resumable as before
+
+
+def test_lanes_convert_an_sqlite_source_in_parallel(tmp_path: Path, jobs):
+    """The first lanes are threads: an SQLite source (whose connection must not cross processes)
+    is read by all of them, each chunk written as a batch of its own."""
+    src = open_archive(f"sqlite://{tmp_path / 'src.db'}", create=True)
+    _fill(src, jobs)
+    dst = open_archive(f"parquet+{tmp_path / 'ds'}", create=True)
+    rep = convert(src, dst, progress=False, workers=2)
+    assert (rep.copied, rep.errors) == (len(jobs), [])
+    batches = set(pc.unique(dst.dataset("jobs").to_table(columns=["batch"])["batch"]).to_pylist())
+    assert len(batches) == len(_chunks([j.key for j in jobs], 64, 2)) > 2
+    for j in jobs:
+        assert dst.load_data_bytes(j.key) == encode_job_data(decode_job_data(j.data)), j.key
 
 
 _DYING = """
@@ -315,25 +422,29 @@ from ccarchive.archive import open_archive
 from ccarchive.convert import convert
 
 class DyingSource(JobArchive):
-    # a real file archive whose read of one job kills the forked worker doing it (as an
+    # a real file archive whose read of one job kills the worker process doing it (as an
     # out-of-memory kill would); this process reads it fine
-    parent = os.getpid()
     def load_data_bytes(self, job):
-        if os.getpid() != self.parent and tuple(job) == (sys.argv[3], int(sys.argv[4]), int(sys.argv[5])):
+        if str(os.getpid()) != os.environ["CONVERTING_PROCESS"] and \
+                tuple(job) == (sys.argv[3], int(sys.argv[4]), int(sys.argv[5])):
             os._exit(9)
         return super().load_data_bytes(job)
 
-rep = convert(DyingSource(sys.argv[1]), open_archive("parquet+" + sys.argv[2], create=True), progress=False,
-              workers=2)
-print(json.dumps({"copied": rep.copied, "errors": rep.errors}))
+if __name__ == "__main__":  # worker processes import this module too
+    os.environ["CONVERTING_PROCESS"] = str(os.getpid())
+    rep = convert(DyingSource(sys.argv[1]), open_archive("parquet+" + sys.argv[2], create=True), progress=False,
+                  workers=3)
+    print(json.dumps({"copied": rep.copied, "errors": rep.errors}))
 """
 
 
 def test_chunk_of_a_killed_worker_is_converted_in_process(tmp_path: Path, jobs):
+    """Three lanes: two threads here and a worker process, which takes the first chunk (the
+    threads take chunks from the end) and dies on it."""
     _fill(open_archive(str(tmp_path / "src"), create=True), jobs)
     script = tmp_path / "dying.py"
     script.write_text(_DYING)
-    victim = jobs[-1].key
+    victim = jobs[0].key
     run = subprocess.run([sys.executable, str(script), str(tmp_path / "src"), str(tmp_path / "ds"), victim[0],
                           str(victim[1]), str(victim[2])], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
@@ -360,8 +471,8 @@ print(json.dumps({"copied": rep.copied, "errors": rep.errors,
 """
 
 
-def test_dataset_in_memory_is_converted_in_process(tmp_path: Path, jobs):
-    """Workers writing into their own copy of an in-memory dataset would lose every job."""
+def test_dataset_in_memory_is_converted_by_parallel_lanes(tmp_path: Path, jobs):
+    """Lanes share this process's memory: an in-memory dataset gets every job."""
     _fill(open_archive(str(tmp_path / "src"), create=True), jobs)
     script = tmp_path / "in_memory.py"
     script.write_text(_IN_MEMORY)

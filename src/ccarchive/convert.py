@@ -11,36 +11,40 @@ Why it works the way it does:
   interrupted run (or a run against a target that was partly filled before) just continues.
   ``overwrite=True`` copies everything again.
 * **Verified**: each job is read back from the target after writing and compared with what was
-  read from the source — byte for byte for JSON targets.  For Parquet, each flushed batch's
-  files are read back once (not job by job, which would rescan the growing dataset) and each
-  job compared with the source by a digest of what its data.json encodes (metric and scope
-  names, units, timesteps, hostnames, ids, samples at the stored float32 precision, statistics,
-  statisticsSeries) and of its re-encoded meta.json.  The source's digest is taken from the
-  decoded blocks, the target's straight from the Arrow rows read back (no float64 blocks are
-  rebuilt).  A job that does not compare equal is reported and, where the backend can, removed
-  again so the next run retries it.
+  read from the source — byte for byte for JSON targets.  For Parquet, in two steps that together
+  cover the whole way from the source to the disk without decoding what was just encoded:
+  (1) the Arrow rows built for each job must give back the source: a digest of what its
+  data.json encodes (metric and scope names, units, timesteps, hostnames, ids, samples at the
+  stored float32 precision, statistics, statisticsSeries) taken from the decoded source blocks
+  equals the one taken from the rows, and its meta.json re-encoded from its ``jobs`` row as Arrow
+  stores it equals the source's — else the job is not written at all (so the next run retries
+  it); (2) after each batch is flushed, every file it wrote is read back from the target once and
+  must hold the bytes the writer produced (size and CRC-32, summed while writing) and a footer
+  with the rows written, else the jobs of its partition are reported failed.  Trusted in between:
+  pyarrow's Parquet encoder (the stored bytes are what it produced); decoding every file back
+  into Arrow rows would check that too, at more than the cost of all the rest of the checking
+  together.  A JSON target's job that does not compare equal is reported and removed again.
 * **Pipelined**: a background thread reads, inflates, decodes and digests the next jobs while
-  the current ones are converted to Arrow and written (inflating and Parquet I/O release the
-  GIL); a batch's files are read back on threads of their own.
-* **Parallel** for Parquet targets: decoding and Arrow conversion hold the GIL, so worker
-  processes (one per core) each convert runs of consecutive jobs with a sink of their own — the
-  dataset takes any number of writers, and only small reports cross processes (sending decoded
-  jobs to one writer was measured slower: pickling the Arrow rows costs more than building them).
-  Where forking is unsafe (other threads running, e.g. an S3 client's, or an SQLite source whose
-  connection must not cross a fork) jobs are converted here.
+  the current ones are converted to Arrow and written (inflating, decoding and Parquet I/O
+  release the GIL).
+* **Parallel** for Parquet targets: lanes (one per core) each convert runs of consecutive jobs
+  with a sink of their own — the dataset takes any number of writers.  The first two lanes are
+  threads of this process (inflating, decoding and writing Parquet release the GIL; nothing is
+  pickled or imported again, and any source or target works), further ones worker processes.
 * Transient failures (S3 endpoint down, database locked) are retried a bounded number of
   times with backoff before the job is reported failed; the run continues with the next job.
 """
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import logging
-import os
 import posixpath
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -49,10 +53,11 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
+from isal.isal_zlib import crc32
 
 from .backends import Archive, JobKey
-from .backends.parquet import ParquetArchive, block_bounds, float_lists, start_month
-from .backends.parquet_schema import SCHEMAS, row_to_job
+from .backends import parquet_schema as S
+from .backends.parquet import FileSum, ParquetArchive, ParquetSink, block_bounds, float_lists, start_month
 from .errors import CcArchiveError
 from .formats.data import _raw_string, decode_job_data, iter_job_data
 from .formats.meta import decode_job_meta, encode_job_meta
@@ -104,6 +109,9 @@ def _digest(b: bytes) -> bytes:
     return hashlib.sha256(b).digest()
 
 
+_NAN32 = pa.scalar(np.nan, pa.float32())
+
+
 def _label(key: JobKey) -> str:
     return f"job {key[0]}/{key[1]}/{key[2]}"
 
@@ -127,8 +135,14 @@ def _hash_block(h: Any, scope: str, unit: tuple[str, str], timestep: int, hostna
     h.update(b"S" + scope.encode() + b"\0" + repr((unit, timestep, hostnames, ids)).encode() + lengths.tobytes())
 
 
-def _hash_values(h: Any, samples: Any, has: npt.NDArray[np.bool_], stats: Any) -> None:
-    h.update(_canonical(samples, np.float32))
+def _hash_values(h: Any, samples: Any, has: npt.NDArray[np.bool_], stats: Any, canonical: bool = False) -> None:
+    """The samples by their count and a CRC-32 of their float32 bytes (``canonical``: already a
+    contiguous float32 array whose NaNs are all the same), the statistics themselves.  CRC-32 is
+    the checksum gzip and Parquet pages use against corruption (every error of up to 32 bits in a
+    row found, any other missed with odds of 1 in 4e9) and runs at ten times SHA-256's speed on
+    what is almost all of a job's bytes; everything else goes into the SHA-256 as it is."""
+    flat = samples if canonical else _canonical(samples, np.float32)
+    h.update(b"%d:%d" % (flat.size, crc32(flat)))
     h.update(has.tobytes() + _canonical(np.where(has[:, None], stats, 0.0), np.float64).tobytes())
 
 
@@ -171,12 +185,20 @@ def data_digest(data: JobData) -> bytes:
 def rows_digest(metrics: pa.Table, series: pa.Table) -> bytes:
     """:func:`data_digest` of the job whose ``metrics`` and ``series`` rows these are, taken from
     the Arrow columns (what ``load_data`` would rebuild from them)."""
+    h = hashlib.sha256()
+    hash_rows(h, metrics, series)
+    return h.digest()
+
+
+def hash_rows(h: Any, metrics: pa.Table, series: pa.Table) -> None:
+    """Feed ``h`` what :func:`rows_digest` hashes of these rows (metric by metric in sorted order)."""
     series, bounds = block_bounds(series)
     hostnames, ids = series["hostname"].to_pylist(), series["id"].to_pylist()
-    lists = series["data"].combine_chunks()
-    lengths = pc.list_value_length(lists).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+    lists = series["data"]
+    lengths = pc.list_value_length(lists).fill_null(0).to_numpy().astype(np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)]).tolist()
-    flat = pc.list_flatten(lists).to_numpy(zero_copy_only=False)  # float32, null -> NaN
+    # float32, null -> the quiet NaN (the writer stores no NaN values): canonical
+    flat = np.ascontiguousarray(pc.fill_null(pc.list_flatten(lists), _NAN32).to_numpy(), dtype=np.float32)
     stats = np.column_stack([series[k].to_numpy(zero_copy_only=False).astype(np.float64)
                              for k in ("min", "avg", "max")]) if series.num_rows else np.zeros((0, 3))
     has: npt.NDArray[np.bool_] = np.asarray(~np.isnan(stats).any(axis=1), dtype=np.bool_)
@@ -188,7 +210,6 @@ def rows_digest(metrics: pa.Table, series: pa.Table) -> bytes:
         scopes = by_metric.setdefault(r["metric"], {})
         if r["scope"] is not None:
             scopes[r["scope"]] = i  # the last row of a scope, as load_data takes it
-    h = hashlib.sha256()
     for metric in sorted(by_metric):
         scopes = by_metric[metric]
         h.update(b"M" + metric.encode() + b"\0%d" % len(scopes))
@@ -199,13 +220,12 @@ def rows_digest(metrics: pa.Table, series: pa.Table) -> bytes:
             _hash_block(h, scope, (r["unit_base"] or "", r["unit_prefix"] or ""), int(r["timestep"]),
                         hostnames[lo:hi], ids[lo:hi], lengths[lo:hi])
             if hi > lo:
-                _hash_values(h, flat[offsets[lo]:offsets[hi]], has[lo:hi], stats[lo:hi])
+                _hash_values(h, flat[offsets[lo]:offsets[hi]], has[lo:hi], stats[lo:hi], canonical=True)
             pct = r["stats_percentiles"]
             _hash_stats_series(h, None if ss_cols["min"][i] is None else [
                 *((k, ss_cols[k][i]) for k in ("min", "median", "max", "mean")),
                 *sorted((str(int(k)), np.array([np.nan if x is None else x for x in v], dtype=np.float64))
                         for k, v in pct or [])])
-    return h.digest()
 
 
 def check_encodable(data: JobData) -> None:
@@ -278,56 +298,25 @@ def _read_ahead(src: Archive, keys: list[JobKey], decode: bool, verify: bool, re
                 f.cancel()
 
 
-def _job_runs(table: pa.Table) -> Iterator[tuple[tuple[int, int], pa.Table]]:
-    """(job_id, start_time) and rows of each run of one job's rows (files are sorted by job, so a
-    job is one run; any order still works: a job's runs are joined by the caller)."""
-    n = table.num_rows
-    if n == 0:
-        return
-    jid, st = table["job_id"].to_numpy(), table["start_time"].to_numpy()
-    cuts = (np.flatnonzero((jid[1:] != jid[:-1]) | (st[1:] != st[:-1])) + 1).tolist()
-    for a, b in zip([0, *cuts], [*cuts, n], strict=True):
-        yield (int(jid[a]), int(st[a])), table.slice(a, b - a)
+def stored_meta_digest(job: Job) -> bytes:
+    """The digest of the meta.json that the job's ``jobs`` row, as Arrow stores it, gives back."""
+    row = S.job_row(job)
+    row["archived_at"], row["batch"] = 0, ""
+    stored = pa.Table.from_pylist([row], schema=S.JOBS).to_pylist()[0]
+    return _digest(encode_job_meta(S.row_to_job(job.cluster, stored)))
 
 
-def _read_back(dst: ParquetArchive, written: list[str], keys: list[JobKey]) -> dict[JobKey, tuple[bytes, bytes]]:
-    """(meta digest, data digest) of each job of ``keys`` as stored in the batch files ``written``.
-    The files are read on a thread each (reading releases the GIL) while earlier partitions are
-    digested."""
-    files: dict[str, list[str]] = {}
-    for path in written:
-        files.setdefault(posixpath.dirname(path), []).append(path)
-    by_part: dict[tuple[str, str], list[JobKey]] = {}
-    for key in keys:
-        by_part.setdefault((key[0], start_month(key[2])), []).append(key)
-    names = ("jobs", "metrics", "series")
-    wanted = {(cluster, month, name): files.get(dst.partition_dir(name, cluster, month), [])
-              for cluster, month in by_part for name in names}
-
-    def table(parts: list[pa.Table] | None, name: str) -> pa.Table:
-        if not parts:
-            return SCHEMAS[name].empty_table()
-        return parts[0] if len(parts) == 1 else pa.concat_tables(parts, promote_options="default")
-
-    out: dict[JobKey, tuple[bytes, bytes]] = {}
-    with ThreadPoolExecutor(min(4, os.cpu_count() or 1), thread_name_prefix="convert-verify") as pool:
-        reads = {k: [pool.submit(dst.read_file, p) for p in paths] for k, paths in wanted.items()}
-        for (cluster, month), part_keys in by_part.items():
-            rows: dict[str, dict[tuple[int, int], list[pa.Table]]] = {}
-            for name in names:
-                rows[name] = {}
-                for fut in reads.pop((cluster, month, name)):
-                    for job, run in _job_runs(fut.result()):
-                        rows[name].setdefault(job, []).append(run)
-            for key in part_keys:
-                job = (key[1], key[2])
-                if job not in rows["jobs"]:
-                    continue
-                row = table(rows["jobs"][job], "jobs").to_pylist()[-1]
-                data_d = rows_digest(table(rows["metrics"].get(job), "metrics"),
-                                     table(rows["series"].get(job), "series"))
-                out[key] = (_digest(encode_job_meta(row_to_job(cluster, row))), data_d)
-    return out
+def _unreadable(dst: ParquetArchive, written: dict[str, FileSum]) -> dict[str, str]:
+    """The files of ``written`` that do not read back from the target as written, with why."""
+    bad: dict[str, str] = {}
+    for path, want in written.items():
+        try:
+            problem = dst.check_file(path, want)
+        except Exception as e:  # noqa: BLE001 - a file that cannot be read back is not verified
+            problem = f"{type(e).__name__}: {e}"
+        if problem:
+            bad[path] = problem
+    return bad
 
 
 @dataclass
@@ -352,21 +341,20 @@ def _convert_keys(src: Archive, dst: Archive, keys: list[JobKey], s: _Settings,
     """Copy the jobs of ``keys`` into ``dst`` (a Parquet target: in batches, each read back once)."""
     part = _Part()
     sink = dst.sink(max_jobs=s.batch_jobs) if isinstance(dst, ParquetArchive) else None
-    pending: list[tuple[JobKey, bytes, bytes]] = []  # parquet: (key, meta digest, data digest)
+    pending: list[JobKey] = []  # parquet: jobs added to the batch, their rows checked against the source
 
-    def check_pending(written: list[str]) -> None:
-        got: dict[JobKey, tuple[bytes, bytes]] = {}
-        if s.verify and isinstance(dst, ParquetArchive):
-            try:
-                got = _read_back(dst, written, [k for k, _, _ in pending])
-            except Exception as e:  # noqa: BLE001 - every job of the batch is unverified
-                part.errors += [f"{_label(k)}: verification failed: {type(e).__name__}: {e}" for k, _, _ in pending]
-                pending.clear()
-                return
-        for key, meta_d, data_d in pending:
-            if s.verify and got.get(key) != (meta_d, data_d):
-                what = "not found" if key not in got else "differs from the source"
-                part.errors.append(f"{_label(key)}: verification failed: read back from the target {what}")
+    def check_pending() -> None:
+        """Read the batch's files back: a job counts as copied when every file written for its
+        partition reads back as written."""
+        assert isinstance(dst, ParquetArchive) and sink is not None
+        bad = _unreadable(dst, sink.written) if s.verify else {}
+        bad_dirs = {posixpath.dirname(p): why for p, why in bad.items()}
+        for key in pending:
+            part_dirs = [dst.partition_dir(t, key[0], start_month(key[2])) for t in ("jobs", "metrics", "series")]
+            why = next((bad_dirs[d] for d in part_dirs if d in bad_dirs), None)
+            if why is not None:
+                part.errors.append(f"{_label(key)}: verification failed: a file of its batch does not read back "
+                                   f"from the target as written ({why})")
             else:
                 part.copied += 1
         pending.clear()
@@ -374,13 +362,13 @@ def _convert_keys(src: Archive, dst: Archive, keys: list[JobKey], s: _Settings,
     def flush() -> None:
         if sink is not None and sink.pending:
             try:
-                written = with_retries(sink.flush, "parquet batch", s.retries, s.backoff)
+                with_retries(sink.flush, "parquet batch", s.retries, s.backoff)
             except Exception as e:  # noqa: BLE001
-                part.errors += [f"{_label(k)}: not written: {type(e).__name__}: {e}" for k, _, _ in pending]
+                part.errors += [f"{_label(k)}: not written: {type(e).__name__}: {e}" for k in pending]
                 pending.clear()
                 sink.discard()
                 return
-            check_pending(written)
+            check_pending()
 
     for r in _read_ahead(src, keys, sink is not None, s.verify, s.retries, s.backoff):
         key = r.key
@@ -391,8 +379,8 @@ def _convert_keys(src: Archive, dst: Archive, keys: list[JobKey], s: _Settings,
             assert r.job is not None
             if sink is not None:
                 assert r.data is not None
-                pending.append((key, r.meta_digest, r.data_digest))
-                sink.add(r.job, r.data, flush_when_full=False)
+                _add_checked(sink, r, s.verify)
+                pending.append(key)
                 r.data = None
                 if sink.full:
                     flush()
@@ -406,17 +394,61 @@ def _convert_keys(src: Archive, dst: Archive, keys: list[JobKey], s: _Settings,
     return part
 
 
-# -- worker processes (Parquet targets) ------------------------------------------------------------
-# Converting to Parquet is CPU work (decoding, Arrow, zstd, reading back), and the dataset takes
-# any number of writers: forked workers each convert whole chunks of jobs with their own sink,
-# so each chunk is a batch of its own and nothing but the small reports crosses processes.
+def _add_checked(sink: ParquetSink, r: _Read, verify: bool) -> None:
+    """Add one job to the batch; with ``verify`` its rows must give back the source's digests
+    first (else nothing of it is written)."""
+    assert r.job is not None and r.data is not None
+    try:
+        metrics, series = sink.add_data(r.job, r.data)
+        if verify:
+            data_d = rows_digest(metrics, series)
+            if (data_d, stored_meta_digest(r.job)) != (r.data_digest, r.meta_digest):
+                what = "data.json" if data_d != r.data_digest else "meta.json"
+                raise CcArchiveError(f"verification failed: the Parquet rows do not give back the source's {what}")
+    except BaseException:
+        sink.abandon()
+        raise
+    sink.add(r.job, flush_when_full=False)
+
+
+# -- lanes (Parquet targets) -----------------------------------------------------------------------
+# Converting to Parquet is CPU work (inflating, decoding, Arrow, zstd, checking), and the dataset
+# takes any number of writers: lanes each take the next chunk of consecutive jobs and convert it
+# with a sink of their own, so each chunk is a batch of its own.  The first lanes are threads of
+# this process: inflating, decoding and Parquet writing release the GIL, so two keep two cores
+# busy without pickling anything or importing everything again (measured: less CPU in all and a
+# little faster than a worker process per core), and any source or target works.  More lanes
+# than that would mostly wait for each other's GIL-bound parts (Arrow conversion, digests): they
+# are worker processes (from a fork server: numba's OpenMP runtime does not survive a plain fork),
+# each converting one chunk at a time, where the source and target allow it.
+
+#: Lanes run as threads of this process; further lanes are worker processes.
+THREAD_LANES = 2
 
 _WORKER: tuple[Archive, Archive, _Settings] | None = None
+
+
+@contextmanager
+def _lean_memory() -> Iterator[None]:
+    """While converting: Arrow buffers from jemalloc (the default pool, mimalloc, faults in fresh
+    zeroed pages for much of what each job allocates again: most of a second of system time per
+    60 demo jobs), and the objects that exist already (modules, mostly) left out of the garbage
+    collector's full passes over the many objects each job makes."""
+    before = pa.default_memory_pool()
+    pa.set_memory_pool(S.writer_pool())
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+        pa.set_memory_pool(before)
 
 
 def _init_worker(src: Archive, dst: Archive, s: _Settings) -> None:
     global _WORKER
     _WORKER = (src, dst, s)
+    pa.set_memory_pool(S.writer_pool())  # as _lean_memory does, for the worker's life
+    gc.freeze()
 
 
 def _convert_chunk(keys: list[JobKey]) -> _Part:
@@ -425,43 +457,79 @@ def _convert_chunk(keys: list[JobKey]) -> _Part:
 
 
 def _chunks(keys: list[JobKey], batch_jobs: int, workers: int) -> list[list[JobKey]]:
-    """Runs of consecutive jobs (files keep narrow job ranges): four per worker, so that runs of
+    """Runs of consecutive jobs (files keep narrow job ranges): four per lane, so that runs of
     large jobs even out, and at most a batch each."""
     size = max(1, min(batch_jobs, -(-len(keys) // (4 * workers))))
     return [keys[i:i + size] for i in range(0, len(keys), size)]
 
 
-def _fork_safe() -> bool:
-    """No other thread runs here that could hold a lock at the fork (tqdm's monitor, left over
-    from an earlier progress bar, only sleeps; the workers never touch tqdm)."""
-    me = threading.current_thread()
-    return all(t is me or t.name == "tqdm_monitor" for t in threading.enumerate())
-
-
-def _start_pool(src: Archive, dst: Archive, s: _Settings, chunks: list[list[JobKey]],
-                workers: int) -> tuple[ProcessPoolExecutor, list[Future[_Part]]] | None:
-    """Fork the workers and hand them the chunks, or None where forking is unsafe (other threads
-    run in this process, e.g. an S3 client's; an SQLite source), where the workers' files would not
-    be seen here (a dataset in this process's memory) or there is too little work to share."""
+def _start_workers(src: Archive, dst: Archive, s: _Settings, chunks: list[list[JobKey]],
+                   workers: int) -> tuple[ProcessPoolExecutor | None, list[Future[_Part]]]:
+    """Start ``workers`` worker processes and hand them all chunks (the lanes here take chunks
+    back from the end, see :func:`_run_lanes`); none where no fork server exists, where an SQLite
+    source's connection would have to cross processes, or where the workers' files would not be
+    seen here (a dataset in this process's memory)."""
     import multiprocessing
 
     from .backends.sqlite import SqliteArchive
 
-    if (workers < 2 or len(chunks) < 2 or not _fork_safe()
-            or "forkserver" not in multiprocessing.get_all_start_methods()):
-        return None
-    if isinstance(src, SqliteArchive) or not (isinstance(dst, ParquetArchive) and dst.is_local):
-        return None  # an SQLite connection must not be used across a fork
-    try:
-        from .kernels.jsonnum import warm_up
-
-        warm_up()  # loaded once here rather than in every worker
-    except ImportError:
-        pass
-    pool = ProcessPoolExecutor(min(workers, len(chunks)), mp_context=multiprocessing.get_context("forkserver"),
+    if (workers < 1 or "forkserver" not in multiprocessing.get_all_start_methods() or isinstance(src, SqliteArchive)
+            or not (isinstance(dst, ParquetArchive) and dst.is_local)):
+        return None, []
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver"),
                                initializer=_init_worker, initargs=(src, dst, s))
-    # the workers come from a fork server (numba's OpenMP runtime does not survive a plain fork)
     return pool, [pool.submit(_convert_chunk, c) for c in chunks]
+
+
+def _run_lanes(src: Archive, dst: Archive, s: _Settings, chunks: list[list[JobKey]], lanes: int,
+               bar: Any) -> list[_Part]:
+    """Convert ``chunks`` on ``lanes`` lanes: up to :data:`THREAD_LANES` threads here (this one
+    included), each taking the next chunk when done with one, and worker processes for the rest.
+    With workers, the threads take chunks from the last one back (those no worker has started)
+    while the workers take them from the first on.  A chunk whose worker died (killed, out of
+    memory) is converted again here (its rows, if any were written, are superseded).  Returns
+    the parts in chunk order."""
+    here = min(lanes, THREAD_LANES)
+    pool, futures = _start_workers(src, dst, s, chunks, lanes - here)
+    parts: dict[int, _Part] = {}
+    order = iter(range(len(chunks) - 1, -1, -1) if futures else range(len(chunks)))
+    lock, stop = threading.Lock(), threading.Event()
+
+    def take() -> int:
+        with lock:
+            i = next(order, -1)
+            if i >= 0 and futures and not futures[i].cancel():
+                return -1  # a worker has this chunk (and every one before it)
+            return i
+
+    def lane() -> None:
+        while not stop.is_set() and (i := take()) >= 0:
+            parts[i] = _convert_keys(src, dst, chunks[i], s)
+            with lock:
+                bar.update(len(chunks[i]))
+
+    try:
+        with ThreadPoolExecutor(max(1, here - 1), thread_name_prefix="convert-lane") as threads:
+            others = [threads.submit(lane) for _ in range(here - 1)]
+            try:
+                lane()
+                for other in others:
+                    other.result()
+            finally:
+                stop.set()  # an interrupted run: the other lanes end after their current chunk
+        index = {f: i for i, f in enumerate(futures) if i not in parts}
+        for fut in as_completed(index):
+            i = index[fut]
+            try:
+                parts[i] = fut.result()
+            except Exception:  # noqa: BLE001
+                log.warning("convert: a worker process failed; converting its %d jobs here", len(chunks[i]))
+                parts[i] = _convert_keys(src, dst, chunks[i], s)
+            bar.update(len(chunks[i]))
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+    return [parts[i] for i in range(len(chunks))]
 
 
 def convert(
@@ -478,7 +546,8 @@ def convert(
     workers: int | None = None,
 ) -> ConvertReport:
     """Copy every job (and cluster config) of ``src`` into ``dst``; see the module doc.
-    ``workers``: processes converting to a Parquet target (default: one per core; 1 converts here)."""
+    ``workers``: lanes converting to a Parquet target in parallel, this thread included
+    (default: one per core; see :data:`THREAD_LANES`)."""
     from .logs import progress as progress_display
     from .verify import default_workers
 
@@ -499,39 +568,20 @@ def convert(
     s = _Settings(verify, max(1, batch_jobs), retries, backoff)
     n = (default_workers() if workers is None else max(1, workers)) if isinstance(dst, ParquetArchive) else 1
     chunks = _chunks(todo, s.batch_jobs, n)
-    started = _start_pool(src, dst, s, chunks, n)
     bar = progress_display(rep.total, "convert", enabled=progress, initial=rep.skipped)
     try:
-        if started is None:
-            parts = [_convert_keys(src, dst, todo, s, bar.update)]
-        else:
-            parts = _gather(started[1], chunks, src, dst, s, bar)
+        with _lean_memory():
+            if n < 2 or len(chunks) < 2:
+                parts = [_convert_keys(src, dst, todo, s, bar.update)]
+            else:
+                parts = _run_lanes(src, dst, s, chunks, min(n, len(chunks)), bar)
     finally:
         bar.close()
-        if started is not None:
-            started[0].shutdown(wait=True, cancel_futures=True)
     for part in parts:
         rep.copied += part.copied
         rep.bytes_read += part.bytes_read
         rep.errors += part.errors
     return rep
-
-
-def _gather(futures: list[Future[_Part]], chunks: list[list[JobKey]], src: Archive, dst: Archive, s: _Settings,
-            bar: Any) -> list[_Part]:
-    """The workers' parts in chunk order; a chunk whose worker died (killed, out of memory) is
-    converted again in this process (its rows, if any were written, are superseded)."""
-    index = {f: i for i, f in enumerate(futures)}
-    parts: dict[int, _Part] = {}
-    for fut in as_completed(futures):
-        i = index[fut]
-        try:
-            parts[i] = fut.result()
-        except Exception:  # noqa: BLE001
-            log.warning("convert: a worker process failed; converting its %d jobs here", len(chunks[i]))
-            parts[i] = _convert_keys(src, dst, chunks[i], s)
-        bar.update(len(chunks[i]))
-    return [parts[i] for i in range(len(chunks))]
 
 
 def _copy_one(dst: Archive, key: JobKey, meta_raw: bytes, data_raw: bytes, verify: bool,

@@ -33,7 +33,7 @@ import urllib.parse
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, NamedTuple
 
 import fsspec
 import numpy as np
@@ -43,6 +43,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
+from isal.isal_zlib import crc32
 
 from ..atomicio import TMP_PREFIX, AtomicFile, put_atomic
 from ..cluster import Cluster, encode_cluster, load_cluster
@@ -220,6 +221,21 @@ class ParquetArchive:
     def read_file(self, path: str) -> pa.Table:
         """One Parquet file of the dataset, whole (``path`` as :meth:`ParquetSink.flush` returns it)."""
         return pq.read_table(path, filesystem=self._pafs)
+
+    def check_file(self, path: str, want: FileSum) -> str | None:
+        """Read one file the sink wrote back from storage: None when it holds the bytes written
+        (size and CRC-32) and a Parquet footer with the rows written, else what differs."""
+        crc = size = 0
+        with self.fs.open(path, "rb") as f:
+            while chunk := f.read(16 << 20):
+                crc, size = crc32(chunk, crc), size + len(chunk)
+        if (size, crc) != (want.size, want.crc):
+            return f"{posixpath.basename(path)}: {size} bytes, CRC-32 {crc:08x}; written: {want.size} bytes, " \
+                   f"CRC-32 {want.crc:08x}"
+        rows = pq.read_metadata(path, filesystem=self._pafs).num_rows
+        if rows != want.rows:
+            return f"{posixpath.basename(path)}: {rows} rows in its footer; written: {want.rows}"
+        return None
 
     def dataset(self, table: str) -> ds.Dataset:
         """The whole table as a pyarrow dataset (partition columns ``cluster`` and ``start_month``)."""
@@ -465,6 +481,30 @@ def _block(m: dict[str, Any], rows: pa.Table) -> JobMetric:
                      lengths=lengths, statistics=stats, has_statistics=has, statistics_series=ss)
 
 
+class FileSum(NamedTuple):
+    """What the sink wrote to one file: its size, the CRC-32 of its bytes and its rows."""
+
+    size: int
+    crc: int
+    rows: int
+
+
+class _Summing:
+    """A binary file that keeps the size and CRC-32 of what is written through it (the writer's
+    output is summed as it goes, not read again)."""
+
+    def __init__(self, file: Any) -> None:
+        self.file, self.size, self.crc = file, 0, 0
+
+    def write(self, data: Any) -> int:
+        self.crc = crc32(data, self.crc)
+        self.size += len(data)
+        return int(self.file.write(data))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.file, name)
+
+
 class _JobRows:
     """One job's rows while it is being archived: in memory, or spilled to its own series file."""
 
@@ -474,8 +514,10 @@ class _JobRows:
         self.series: list[pa.Table] = []
         self.bytes = 0
         self.file: AtomicFile | None = None
+        self.out: _Summing | None = None
         self.writer: pq.ParquetWriter | None = None
         self.path = ""
+        self.spilled_rows = 0
 
     def abort(self) -> None:
         if self.writer is not None:
@@ -504,6 +546,8 @@ class ParquetSink:
         self.dataset = dataset
         self.max_jobs, self.max_bytes, self.stream_job_bytes = max_jobs, max_bytes, stream_job_bytes
         self._current: _JobRows | None = None
+        #: :class:`FileSum` of each file the last :meth:`flush` wrote or published
+        self.written: dict[str, FileSum] = {}
         self._reset()
 
     def _reset(self) -> None:
@@ -512,6 +556,7 @@ class ParquetSink:
         self._metrics: dict[tuple[str, str], list[pa.Table]] = {}
         self._series: dict[tuple[str, str], list[pa.Table]] = {}
         self._published: list[str] = []  # series files of streamed jobs, already visible
+        self._sums: dict[str, FileSum] = {}  # what was written to each file of the batch
         self._flushed: set[str] = set()  # batch files already written by an interrupted flush
         self._archived_at: int | None = None
         self._bytes = 0
@@ -534,15 +579,25 @@ class ParquetSink:
             self._current = _JobRows(job)
         return self._current
 
-    def add_metric(self, job: Job, metric: str, scopes: dict[str, JobMetric]) -> None:
-        """One metric of the job being archived (metrics in sorted order, then :meth:`add`)."""
+    def add_metric(self, job: Job, metric: str, scopes: dict[str, JobMetric]) -> tuple[pa.Table, pa.Table]:
+        """One metric of the job being archived (metrics in sorted order, then :meth:`add`).
+        Returns its ``metrics`` and ``series`` rows (``convert`` checks them against the source)."""
+        return self._add_rows(job, *S.metric_rows(job, metric, scopes, self._batch))
+
+    def add_data(self, job: Job, data: JobData) -> tuple[pa.Table, pa.Table]:
+        """All metrics of the job being archived at once: as :meth:`add_metric` for each metric
+        in sorted order, with the rows built in one go (then :meth:`add` without data)."""
+        return self._add_rows(job, *S.data_rows(job, [(metric, data[metric]) for metric in sorted(data)],
+                                                self._batch))
+
+    def _add_rows(self, job: Job, metrics: pa.Table, series: pa.Table) -> tuple[pa.Table, pa.Table]:
         rows = self._rows_of(job)
-        metrics, series = S.metric_rows(job, metric, scopes, self._batch)
         rows.metrics.append(metrics)
         rows.series.append(series)
         rows.bytes += series.nbytes
         if rows.bytes >= self.stream_job_bytes:  # row groups of about stream_job_bytes each
             self._spill(rows)
+        return metrics, series
 
     def _spill(self, rows: _JobRows) -> None:
         """Write the job's pending series rows to its own file (opened on first use)."""
@@ -553,9 +608,12 @@ class ParquetSink:
             rows.path = posixpath.join(self.dataset.partition_dir("series", cluster, start_month(start)),
                                        f"part-{stamp}-{self._batch}-{job_id}-{start}.parquet")
             rows.file = AtomicFile(self.dataset.fs, rows.path)
-            rows.writer = S.parquet_writer("series", rows.file.file)
+            rows.out = _Summing(rows.file.file)
+            rows.writer = S.parquet_writer("series", rows.out)
         if rows.series:
-            S.write_row_groups(rows.writer, pa.concat_tables(rows.series), ROW_GROUP_BYTES)
+            table = pa.concat_tables(rows.series)
+            S.write_row_groups(rows.writer, table, ROW_GROUP_BYTES)
+            rows.spilled_rows += table.num_rows
         rows.series, rows.bytes = [], 0
 
     def add(self, job: Job, data: JobData | None = None, *, flush_when_full: bool = True) -> list[str]:
@@ -564,16 +622,16 @@ class ParquetSink:
         if data is not None:
             if self._current is not None and self._current.job.key == job.key:
                 self.abandon()  # whole data given: earlier partial rows of this job are superseded
-            for metric in sorted(data):
-                self.add_metric(job, metric, data[metric])
+            self.add_data(job, data)
         rows = self._rows_of(job)
         part = (job.cluster, start_month(job.start_time))
         if rows.writer is not None:
             self._spill(rows)
             rows.writer.close()
-            assert rows.file is not None
+            assert rows.file is not None and rows.out is not None
             rows.file.commit()
             self._published.append(rows.path)
+            self._sums[rows.path] = FileSum(rows.out.size, rows.out.crc, rows.spilled_rows)
         else:
             self._series.setdefault(part, []).extend(rows.series)
             self._bytes += rows.bytes
@@ -641,17 +699,23 @@ class ParquetSink:
             for (cluster, month), table in sorted(small[t].items()):
                 path = posixpath.join(self.dataset.partition_dir(t, cluster, month), name)
                 if path not in self._flushed:
-                    self.dataset.put(path, S.parquet_bytes(t, table, ROW_GROUP_BYTES))
+                    payload = S.parquet_bytes(t, table, ROW_GROUP_BYTES)
+                    self.dataset.put(path, payload)
+                    self._sums[path] = FileSum(len(payload), crc32(payload), table.num_rows)
                     self._flushed.add(path)
                 written.append(path)
+        self.written = {path: self._sums[path] for path in written}
         self._reset()
         return written
 
     def _write_series(self, path: str, tables: list[pa.Table]) -> None:
         """One partition's ``series`` file of the batch (its rows sorted by job)."""
         table = S.sorted_for("series", pa.concat_tables(tables)) if tables else S.SERIES.empty_table()
-        with AtomicFile(self.dataset.fs, path) as out, S.parquet_writer("series", out.file) as writer:
-            S.write_row_groups(writer, table, ROW_GROUP_BYTES)
+        with AtomicFile(self.dataset.fs, path) as out:
+            summing = _Summing(out.file)
+            with S.parquet_writer("series", summing) as writer:
+                S.write_row_groups(writer, table, ROW_GROUP_BYTES)
+        self._sums[path] = FileSum(summing.size, summing.crc, table.num_rows)
 
     def close(self) -> None:
         self.abandon()

@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..jobstable import DERIVED_COLUMNS, Layout, derived_columns, flat_columns
-from ..model import ConcurrentJobs, Job, JobData, JobLink, JobMetric, JobStatistics, Resource, Tag, Unit
+from ..model import ConcurrentJobs, Job, JobData, JobLink, JobMetric, JobStatistics, Resource, StatsSeries, Tag, Unit
 
 PARTITIONS = pa.schema([("cluster", pa.string()), ("start_month", pa.string())])
 
@@ -140,28 +140,45 @@ def row_to_job(cluster: str, r: dict[str, Any]) -> Job:
     )
 
 
-def _nan_to_none(a: Any) -> list[float | None] | None:
-    if a is None:
-        return None
-    arr = np.asarray(a, dtype=np.float64)
-    return [None if v != v else v for v in arr.tolist()]
+def _offsets(lengths: list[int]) -> pa.Array:
+    out = np.zeros(len(lengths) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=out[1:])
+    return pa.array(out)
 
 
 def _f64_lists(values: list[Any]) -> pa.Array:
-    """list<double> from numpy arrays (``None`` = null list, NaN = null value), without a Python
-    float per value: a week of statisticsSeries is 4 x 10080 numbers per metric."""
-    arrays = [None if v is None else np.asarray(v, dtype=np.float64) for v in values]
-    return pa.array(arrays, type=_F64_LIST, from_pandas=True)  # from_pandas: NaN -> null
+    """list<double> from numpy arrays (``None`` = null list, NaN = null value), built from one
+    flat array and offsets: no Python float per value (a week of statisticsSeries is 4 x 10080
+    numbers per metric), and no pandas (which ``pa.array(from_pandas=True)`` imports)."""
+    arrays = [None if v is None else np.asarray(v, dtype=np.float64).ravel() for v in values]
+    flat = np.concatenate([a for a in arrays if a is not None] or [np.empty(0)])
+    return pa.ListArray.from_arrays(_offsets([0 if a is None else len(a) for a in arrays]),
+                                    pa.array(flat, type=_F64, mask=np.isnan(flat)), type=_F64_LIST,
+                                    mask=pa.array([a is None for a in arrays], type=pa.bool_()))
 
 
-def _metrics_table(job: Job, metric: str, scopes: dict[str, JobMetric], batch: str) -> pa.Table:
-    """The ``metrics`` rows of one metric: one per scope (one row with a null scope for none)."""
-    names: list[str | None] = [*sorted(scopes)] or [None]
-    blocks = [scopes[n] if n is not None else None for n in names]
+def _percentile_maps(series: list[StatsSeries | None]) -> pa.Array:
+    """``stats_percentiles``: map<int32, list<double>> of each row's percentiles (null without)."""
+    entries = [sorted((int(k), v) for k, v in ss.percentiles.items()) if ss is not None and ss.percentiles
+               else None for ss in series]
+    pairs = [kv for e in entries if e is not None for kv in e]
+    return pa.MapArray.from_arrays(_offsets([0 if e is None else len(e) for e in entries]),
+                                   pa.array([k for k, _ in pairs], type=_I32),
+                                   _f64_lists([v for _, v in pairs]), type=METRICS.field("stats_percentiles").type,
+                                   mask=pa.array([e is None for e in entries], type=pa.bool_()))
+
+
+def _metrics_table(job: Job, metrics: list[tuple[str, dict[str, JobMetric]]], batch: str) -> pa.Table:
+    """The ``metrics`` rows of some metrics: one per scope (one row with a null scope for none)."""
+    rows: list[tuple[str, str | None, JobMetric | None]] = []
+    for metric, scopes in metrics:
+        rows += [(metric, name, scopes[name]) for name in sorted(scopes)] or [(metric, None, None)]
+    blocks = [b for _, _, b in rows]
     sss = [None if b is None else b.statistics_series for b in blocks]
+    n = len(rows)
     cols: dict[str, Any] = {
-        "job_id": [job.job_id] * len(names), "start_time": [job.start_time] * len(names),
-        "metric": [metric] * len(names), "scope": names,
+        "job_id": [job.job_id] * n, "start_time": [job.start_time] * n,
+        "metric": [m for m, _, _ in rows], "scope": [name for _, name, _ in rows],
         "unit_base": [None if b is None else b.unit.base for b in blocks],
         "unit_prefix": [None if b is None else b.unit.prefix for b in blocks],
         "timestep": [0 if b is None else b.timestep for b in blocks],
@@ -169,46 +186,67 @@ def _metrics_table(job: Job, metric: str, scopes: dict[str, JobMetric], batch: s
     }
     for stat in ("min", "median", "max", "mean"):
         cols[f"stats_{stat}"] = _f64_lists([None if ss is None else getattr(ss, stat) for ss in sss])
-    cols["stats_percentiles"] = [None if ss is None or not ss.percentiles else
-                                 sorted((int(k), _nan_to_none(v)) for k, v in ss.percentiles.items()) for ss in sss]
-    cols["batch"] = [batch] * len(names)
+    cols["stats_percentiles"] = _percentile_maps(sss)
+    cols["batch"] = [batch] * n
     return pa.table({f.name: cols[f.name] if isinstance(cols[f.name], pa.Array) else pa.array(cols[f.name], f.type)
                      for f in METRICS}, schema=METRICS)
+
+
+def data_rows(job: Job, metrics: list[tuple[str, dict[str, JobMetric]]], batch: str) -> tuple[pa.Table, pa.Table]:
+    """The ``metrics`` and ``series`` tables of some metrics of one job, rows in the order given
+    (metrics sorted by name for a whole job), built in one go: Arrow costs about as much per
+    call as per thousand rows, and a job has a few dozen small metrics tables."""
+    blocks = [(metric, scope, scopes[scope]) for metric, scopes in metrics for scope in sorted(scopes)
+              if scopes[scope].num_series]
+    lengths = [np.asarray(b.lengths, dtype=np.int64).reshape(b.num_series) for _, _, b in blocks]
+    flat = np.empty(int(sum(int(ln.sum()) for ln in lengths)), dtype=np.float32)
+    hostnames: list[str] = []
+    ids: list[str | None] = []
+    stats: list[np.ndarray] = []
+    pos = 0
+    for (_, _, b), ln in zip(blocks, lengths, strict=True):
+        n = b.num_series
+        hostnames += b.hostnames
+        ids += b.ids
+        has = np.ones(n, dtype=bool) if b.has_statistics is None else np.asarray(b.has_statistics, dtype=bool)
+        stats.append(np.full((n, 3), np.nan) if b.statistics is None else np.where(has[:, None], b.statistics, np.nan))
+        width = b.data.shape[1]
+        if int(ln.min()) == width:  # float32 straight into the flat array: one copy
+            flat[pos:pos + n * width].reshape(n, width)[...] = b.data
+            pos += n * width
+        else:
+            for i, length in enumerate(ln.tolist()):
+                flat[pos:pos + length] = b.data[i, :length]
+                pos += length
+    # per-block values repeated for the block's rows by one take, not a Python object per row
+    counts = np.array([b.num_series for _, _, b in blocks], dtype=np.int64)
+    block = np.repeat(np.arange(len(blocks)), counts)
+    per_block = {"metric": [m for m, _, _ in blocks], "scope": [sc for _, sc, _ in blocks],
+                 "unit": [b.unit.prefix + b.unit.base for _, _, b in blocks],
+                 "timestep": [b.timestep for _, _, b in blocks]}
+    n = len(block)
+    cols: dict[str, Any] = {k: pa.array(v, SERIES.field(k).type).take(block) for k, v in per_block.items()}
+    cols["job_id"] = pa.array(np.full(n, job.job_id, dtype=np.int64))
+    cols["start_time"] = pa.array(np.full(n, job.start_time, dtype=np.int64))
+    cols["series"] = pa.array((np.arange(n) - np.repeat(np.cumsum(counts) - counts, counts)).astype(np.int32))
+    cols["hostname"] = pa.array(hostnames, _S)
+    cols["id"] = pa.array(ids, _S)
+    st = np.concatenate(stats) if stats else np.zeros((0, 3))
+    for k, name in enumerate(("min", "avg", "max")):
+        v = np.ascontiguousarray(st[:, k])
+        cols[name] = pa.array(v, type=_F64, mask=np.isnan(v))
+    offsets = np.zeros(n + 1, dtype=np.int32)
+    if lengths:
+        np.cumsum(np.concatenate(lengths), out=offsets[1:])
+    cols["data"] = pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, mask=np.isnan(flat)))
+    cols["batch"] = pa.array([batch], _S).take(np.zeros(n, dtype=np.int64))
+    return _metrics_table(job, metrics, batch), pa.table([cols[f.name] for f in SERIES], schema=SERIES)
 
 
 def metric_rows(job: Job, metric: str, scopes: dict[str, JobMetric], batch: str) -> tuple[pa.Table, pa.Table]:
     """The ``metrics`` and ``series`` tables of one metric of one job: what the streamed writer
     adds as soon as the metric is archived, so the job's float64 arrays can go."""
-    cols: dict[str, list[Any]] = {k: [] for k in ("job_id", "start_time", "metric", "scope", "series", "hostname",
-                                                   "id", "unit", "timestep", "min", "avg", "max")}
-    values: list[np.ndarray] = []
-    lengths: list[np.ndarray] = []
-    for scope in sorted(scopes):
-        b = scopes[scope]
-        n = b.num_series
-        if not n:
-            continue
-        stats = b.statistics if b.statistics is not None else np.full((n, 3), np.nan)
-        has = b.has_statistics if b.has_statistics is not None else np.ones(n, dtype=bool)
-        stats = np.where(np.asarray(has, dtype=bool)[:, None], stats, np.nan)
-        cols["job_id"] += [job.job_id] * n
-        cols["start_time"] += [job.start_time] * n
-        cols["metric"] += [metric] * n
-        cols["scope"] += [scope] * n
-        cols["series"] += list(range(n))
-        cols["hostname"] += list(b.hostnames)
-        cols["id"] += list(b.ids)
-        cols["unit"] += [b.unit.prefix + b.unit.base] * n
-        cols["timestep"] += [b.timestep] * n
-        for k, name in enumerate(("min", "avg", "max")):
-            cols[name].append(stats[:, k])
-        ln = np.asarray(b.lengths, dtype=np.int64)
-        if n and int(ln.min()) == b.data.shape[1]:
-            values.append(np.asarray(b.data, dtype=np.float32).ravel())  # float32 at once: half the copy
-        else:
-            values += [np.asarray(b.data[i, : int(ln[i])], dtype=np.float32) for i in range(n)]
-        lengths.append(ln)
-    return _metrics_table(job, metric, scopes, batch), _series_table(cols, values, lengths, batch)
+    return data_rows(job, [(metric, scopes)], batch)
 
 
 def build_tables(items: list[tuple[Job, JobData]], batch: str, archived_at: int) -> dict[str, pa.Table]:
@@ -219,32 +257,12 @@ def build_tables(items: list[tuple[Job, JobData]], batch: str, archived_at: int)
     metrics: list[pa.Table] = []
     series: list[pa.Table] = []
     for job, data in items:
-        for metric in sorted(data):
-            m, t = metric_rows(job, metric, data[metric], batch)
-            metrics.append(m)
-            series.append(t)
+        m, t = data_rows(job, [(metric, data[metric]) for metric in sorted(data)], batch)
+        metrics.append(m)
+        series.append(t)
     return {"jobs": jobs_file_table(jobs, [j for j, _ in items], Layout.of([j for j, _ in items])),
             "metrics": pa.concat_tables(metrics) if metrics else METRICS.empty_table(),
             "series": pa.concat_tables(series) if series else SERIES.empty_table()}
-
-
-def _series_table(cols: dict[str, list[Any]], values: list[np.ndarray], lengths: list[np.ndarray],
-                  batch: str) -> pa.Table:
-    n = len(cols["job_id"])
-    flat = (values[0] if len(values) == 1 else np.concatenate(values)) if values else np.empty(0, np.float32)
-    ln = np.concatenate(lengths) if lengths else np.empty(0, np.int64)
-    offsets = np.zeros(n + 1, dtype=np.int32)
-    np.cumsum(ln, out=offsets[1:])
-    data = pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, mask=np.isnan(flat)))
-    arrays: dict[str, Any] = {k: cols[k] for k in ("job_id", "start_time", "metric", "scope", "series", "hostname",
-                                                    "id", "unit", "timestep")}
-    for k in ("min", "avg", "max"):
-        v = np.concatenate(cols[k]) if cols[k] else np.empty(0)
-        arrays[k] = pa.array(v, type=pa.float64(), mask=np.isnan(v))
-    arrays["data"] = data
-    arrays["batch"] = pa.array([batch] * n, type=pa.string())
-    return pa.table({f.name: pa.array(arrays[f.name], type=f.type) if not isinstance(arrays[f.name], pa.Array)
-                     else arrays[f.name] for f in SERIES}, schema=SERIES)
 
 
 def _rows_per_group(table: pa.Table, row_group_bytes: int) -> int:
@@ -252,9 +270,10 @@ def _rows_per_group(table: pa.Table, row_group_bytes: int) -> int:
     return int(min(1 << 20, max(1, row_group_bytes // per_row)))
 
 
-def _writer_pool() -> pa.MemoryPool:
+def writer_pool() -> pa.MemoryPool:
     """jemalloc where pyarrow has it: the default pool (mimalloc) keeps several times a row
-    group's size resident after each write (measured: +55 MiB vs +21 MiB for 7.5 MB row groups)."""
+    group's size resident after each write (measured: +55 MiB vs +21 MiB for 7.5 MB row groups),
+    and faults in fresh, zeroed pages for much of what is allocated again and again."""
     try:
         return pa.jemalloc_memory_pool()
     except (NotImplementedError, pa.ArrowNotImplementedError):
@@ -270,7 +289,7 @@ def parquet_writer(table_name: str, where: Any, schema: pa.Schema | None = None)
     if table_name != "jobs":  # series samples and statisticsSeries are floats: no dictionary
         dictionary = [f.name for f in schema if pa.types.is_string(f.type)]
     return pq.ParquetWriter(where, schema, compression="zstd", compression_level=ZSTD_LEVEL, write_statistics=True,
-                            write_page_index=True, use_dictionary=dictionary, memory_pool=_writer_pool(),
+                            write_page_index=True, use_dictionary=dictionary, memory_pool=writer_pool(),
                             sorting_columns=[pq.SortingColumn(schema.get_field_index(k))
                                              for k in _SORT[table_name][:2]])
 

@@ -40,7 +40,8 @@ def add_arguments(name: str, p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-jobs", type=int, default=64, metavar="N",
                    help="jobs per Parquet file batch (default: %(default)s)")
     p.add_argument("--workers", type=int, default=None, metavar="N",
-                   help="processes converting to a Parquet target (default: one per core)")
+                   help="lanes converting to a Parquet target in parallel: two threads, then worker "
+                        "processes (default: one per core)")
     p.add_argument("--retries", type=int, default=3, metavar="N",
                    help="retries of a transient failure (S3 down, DB locked) per operation (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true",
