@@ -29,6 +29,22 @@ def fritz_cluster():
     return load_cluster((IMPORT / "cluster-fritz.json").read_bytes(), name_hint="cluster-fritz.json")
 
 
+@pytest.fixture(scope="module")
+def fritz():
+    """cc-backend's test-archive fritz cluster (one fresh object per test module)."""
+    from ccarchive.cluster import load_cluster
+
+    return load_cluster(ARCHIVE / "fritz" / "cluster.json")
+
+
+@pytest.fixture(scope="module")
+def alex():
+    """cc-backend's test-archive alex cluster (GPU nodes)."""
+    from ccarchive.cluster import load_cluster
+
+    return load_cluster(ARCHIVE / "alex" / "cluster.json")
+
+
 @pytest.fixture(scope="session")
 def demo_clusters():
     from ccarchive.demo import DEMO_CLUSTERS, embedded_cluster

@@ -3,8 +3,6 @@ series shared between metrics, the usual answer recognised without a row diction
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -14,18 +12,7 @@ from ccarchive.loading import PlanRows, _aggregate_plan, _aggregate_rows, native
 from ccarchive.model import Job, JobMetric, Resource, Unit
 from ccarchive.scopes import plan_job
 
-ARCHIVE = Path(__file__).parent / "fixtures" / "cc-backend" / "archive"
 A40_GPUS = ["00000000:01:00.0", "00000000:25:00.0", "00000000:41:00.0", "00000000:61:00.0"]
-
-
-@pytest.fixture(scope="module")
-def fritz():
-    return load_cluster(ARCHIVE / "fritz" / "cluster.json")
-
-
-@pytest.fixture(scope="module")
-def alex():
-    return load_cluster(ARCHIVE / "alex" / "cluster.json")
 
 
 def tiny(core: list[list[int]], memory_domain: list[list[int]] | None = None):

@@ -2,28 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
-import pytest
 
 from ccarchive.cluster import load_cluster
 from ccarchive.model import Job, Resource
 from ccarchive.scopes import group_index, plan_job, plan_requests, requested_scopes
 from ccarchive.sources.base import SeriesRequest
 
-ARCHIVE = Path(__file__).parent / "fixtures" / "cc-backend" / "archive"
 A40_GPUS = ["00000000:01:00.0", "00000000:25:00.0", "00000000:41:00.0", "00000000:61:00.0"]
-
-
-@pytest.fixture(scope="module")
-def fritz():
-    return load_cluster(ARCHIVE / "fritz" / "cluster.json")
-
-
-@pytest.fixture(scope="module")
-def alex():
-    return load_cluster(ARCHIVE / "alex" / "cluster.json")
 
 
 def job(cluster, sub, hosts, num_acc=0, **kw):

@@ -2,27 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-from ccarchive.cluster import load_cluster
 from ccarchive.model import Resource
 from ccarchive.scopes import group_index, plan_job, plan_requests
 from ccarchive.sources import MetricSource, SeriesRequest, SyntheticSource, synthetic_job
-
-ARCHIVE = Path(__file__).parent / "fixtures" / "cc-backend" / "archive"
-
-
-@pytest.fixture(scope="module")
-def fritz():
-    return load_cluster(ARCHIVE / "fritz" / "cluster.json")
-
-
-@pytest.fixture(scope="module")
-def alex():
-    return load_cluster(ARCHIVE / "alex" / "cluster.json")
 
 
 def fetch_all(src, job, cluster):
