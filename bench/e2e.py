@@ -38,6 +38,8 @@ RSS_SHARE_BUDGET = 0.25
 GZIP_BUDGET = 1.15
 JOBS_PER_S_BUDGET = 50.0
 REAL_STORE_JOBS_PER_S = 100.0
+#: S4 from the real store is run this many times; the median run is reported
+REAL_STORE_RUNS = 3
 STARTUP_BUDGET_S = 2.0
 
 
@@ -386,19 +388,27 @@ def small_jobs_real_store_row(n_jobs: int, quick: bool) -> dict[str, Any]:
                     for i in range(n_jobs)]
             fill_job(server, cluster, jobs)
             store = psutil.Process(server.proc.pid) if server.proc is not None else None
-            store_cpu = sum(store.cpu_times()[:2]) if store is not None else math.nan
-            r = run_small_jobs(n_jobs, {"kind": "cc-metric-store", "url": server.url, "token": server.token}, jobs)
-            store_cpu = sum(store.cpu_times()[:2]) - store_cpu if store is not None else math.nan
+            source = {"kind": "cc-metric-store", "url": server.url, "token": server.token}
+            runs = []
+            for _ in range(REAL_STORE_RUNS):  # the same stored data, a fresh archive and job DB each time
+                store_cpu = sum(store.cpu_times()[:2]) if store is not None else math.nan
+                r = run_small_jobs(n_jobs, source, jobs)
+                store_cpu = sum(store.cpu_times()[:2]) - store_cpu if store is not None else math.nan
+                r["store_cpu_ms_per_job"] = store_cpu / max(1, r["archived"]) * 1000
+                runs.append(r)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    r["store_cpu_ms_per_job"] = store_cpu / max(1, r["archived"]) * 1000
+    runs.sort(key=lambda x: x["jobs_per_s"])
+    r = runs[len(runs) // 2]  # the median run: one slow run on a shared machine does not decide
     RESULTS["S4-ccms"] = r
     phases = ", ".join(f"{k} {v:.2f} s" for k, v in sorted(r["phases"].items()))
     return {"group": "e2e", "case": case, "impl": impl, "seconds": r["total_s"], "throughput": r["jobs_per_s"],
-            "unit": "jobs/s", "budget": f"small jobs from the real store >= {REAL_STORE_JOBS_PER_S:.0f} jobs/s",
-            "pass": r["jobs_per_s"] >= REAL_STORE_JOBS_PER_S and r["archived"] == n_jobs,
-            "note": f"CPU per job: worker {r['worker_cpu_ms_per_job']:.1f} ms, store "
-                    f"{r['store_cpu_ms_per_job']:.1f} ms; worker phases: {phases}"}
+            "unit": "jobs/s", "budget": f"small jobs from the real store >= {REAL_STORE_JOBS_PER_S:.0f} jobs/s "
+                                         f"(median of {len(runs)} runs)",
+            "pass": r["jobs_per_s"] >= REAL_STORE_JOBS_PER_S and all(x["archived"] == n_jobs for x in runs),
+            "note": f"runs {', '.join('%.1f' % x['jobs_per_s'] for x in runs)} jobs/s; median run's CPU per job: "
+                    f"worker {r['worker_cpu_ms_per_job']:.1f} ms, store {r['store_cpu_ms_per_job']:.1f} ms; "
+                    f"worker phases: {phases}"}
 
 
 # -- rows -------------------------------------------------------------------------------------------

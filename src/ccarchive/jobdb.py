@@ -87,12 +87,13 @@ _WRITERS: dict[tuple[int, str], threading.Lock] = {}
 _WRITERS_LOCK = threading.Lock()
 
 
-def _writer_lock(path: Path) -> threading.Lock:
-    """One lock per (process, database file) for write transactions.  Threads of one process queue
-    on it and are woken the moment the writer before them commits; on SQLite's own lock they would
-    poll with its busy handler's growing sleeps (1, 2, 5 ... 100 ms), which is what made answers
-    slow under 16 concurrent stop requests.  Other processes still meet SQLite's lock."""
-    key = (os.getpid(), str(path.resolve()))
+def _writer_lock(resolved: str) -> threading.Lock:
+    """One lock per (process, database file) for write transactions (``resolved``: the file's
+    absolute path).  Threads of one process queue on it and are woken the moment the writer before
+    them commits; on SQLite's own lock they would poll with its busy handler's growing sleeps (1,
+    2, 5 ... 100 ms), which is what made answers slow under 16 concurrent stop requests.  Other
+    processes still meet SQLite's lock."""
+    key = (os.getpid(), resolved)
     with _WRITERS_LOCK:
         return _WRITERS.setdefault(key, threading.Lock())
 
@@ -110,6 +111,8 @@ class SQLiteConnections:
         label: str = "job DB",
     ) -> None:
         self.path = Path(path)
+        #: resolved once: a write transaction must not walk the path (five stat calls) each time
+        self._resolved = str(self.path.resolve())
         self.busy_timeout_ms = int(busy_timeout_ms)
         self._mode = "rwc" if create else "rw"
         self._error_cls, self._busy_cls, self._label = error_cls, busy_cls, label
@@ -133,7 +136,7 @@ class SQLiteConnections:
         return conn
 
     def _open(self) -> sqlite3.Connection:
-        uri = self.path.resolve().as_uri() + f"?mode={self._mode}"
+        uri = Path(self._resolved).as_uri() + f"?mode={self._mode}"
         conn = None
         try:
             conn = sqlite3.connect(uri, uri=True, timeout=self.busy_timeout_ms / 1000, isolation_level=None,
@@ -160,7 +163,7 @@ class SQLiteConnections:
     def write(self, what: str = "write") -> Iterator[sqlite3.Connection]:
         """One ``BEGIN IMMEDIATE`` ... ``COMMIT`` transaction (rolled back on any exception), one
         writer of this process at a time."""
-        lock = _writer_lock(self.path)
+        lock = _writer_lock(self._resolved)
         if not lock.acquire(timeout=self.busy_timeout_ms / 1000):
             raise self._busy_cls(f"{self._label} {self.path}: another thread of this process held the write "
                                  f"lock for more than {self.busy_timeout_ms} ms ({what})")

@@ -138,15 +138,15 @@ def decode_answer(raw: bytes) -> tuple[list[list[Entry]], npt.NDArray[np.float64
 
 def _usual_entries(answer: QueryAnswer) -> list[list[Entry]]:
     """The entries of an answer the kernel read: a query's entries as one block where they are one."""
-    base, rows, errors = answer.values, answer.entries.tolist(), answer.errors
+    base, entries, errors = answer.values, answer.entries, answer.errors
     out: list[list[Entry]] = []
     for first, n, block in answer.queries.tolist():
-        if block and n:
-            frm, to, res, offset, count, _, _ = rows[first]
+        if block and n:  # only the block's first row is read: no Python ints for the others
+            frm, to, res, offset, count, _, _ = entries[first].tolist()
             out.append([Entry(None, frm, to, res, base, offset, count, n)])
             continue
         out.append([Entry(errors.get(e), frm, to, res, base, offset if count >= 0 else 0, max(count, 0))
-                    for e, (frm, to, res, offset, count, _, _) in enumerate(rows[first:first + n], first)])
+                    for e, (frm, to, res, offset, count, _, _) in enumerate(entries[first:first + n].tolist(), first)])
     return out
 
 
