@@ -366,3 +366,33 @@ def test_local_entry_syncs_data_and_meta_before_publishing_either(
     monkeypatch.undo()
     assert calls == ["fsync data.json.gz.partial", "fsync meta.json.partial", "rename data.json.gz", "rename meta.json"]
     assert arch.load_data_bytes(job) == encode_job_data(data) and arch.temporary_files() == []
+
+
+@pytest.mark.parametrize("kind", ["file", "sqlite", "parquet"])
+def test_prepared_job_gzipped_in_the_background_stores_what_archive_job_stores(
+        tmp_path: Path, fritz_cluster, kind: str) -> None:
+    """A prepared job whose data.json is compressed on another thread while the worker goes on
+    writes the same bytes as the one-step path, on every backend that stores gzip; the Parquet
+    dataset stores no gzip, so nothing is compressed for it."""
+    from ccarchive.core import archive_job, prepare_job
+    from ccarchive.loading import JobLoader
+
+    def url(name: str) -> str:
+        return {"file": str(tmp_path / name), "sqlite": f"sqlite://{tmp_path / name}.db",
+                "parquet": f"parquet+{tmp_path / name}"}[kind]
+
+    job = synthetic_job(fritz_cluster, "main", 7301, 1_700_000_000, 1, 3600, seed=4)
+    source = SyntheticSource(seed=4)
+    ref, out = open_archive(url("ref"), create=True), open_archive(url("out"), create=True)
+    archive_job(job, source=source, archive=ref, cluster=fritz_cluster)
+    prepared = prepare_job(job, cluster=fritz_cluster, loader=JobLoader(job, fritz_cluster, source),
+                           gzip_ahead=out.stores_gzip)
+    assert prepared is not None
+    assert (prepared.gzipped is not None) == (kind != "parquet")
+    result = prepared.write(out)
+    assert result.bytes_written > 0 and ("compress" in result.phases) == (kind != "parquet")
+    assert out.load_meta_bytes(job) == ref.load_meta_bytes(job)
+    assert out.load_data_bytes(job) == ref.load_data_bytes(job)
+    if kind == "file":  # the stored file itself, not only its content
+        rel = "fritz/7/301/1700000000/data.json.gz"
+        assert (tmp_path / "out" / rel).read_bytes() == (tmp_path / "ref" / rel).read_bytes()

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .errors import InputError
-from .formats.compress import BLOCK_BYTES
+from .formats.compress import BLOCK_BYTES, gzip_later, should_gzip
 from .formats.data import iter_data_entries
 from .formats.meta import encode_job_meta
 from .loading import JobLoader
@@ -22,6 +22,8 @@ from .names import check_job_key
 from .statistics import StatisticsReport, compute_block_statistics, finalize_job
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     from .archive import WriteResult
     from .backends import Archive
     from .backends.parquet import ParquetSink
@@ -167,14 +169,17 @@ class _StreamedJob:
         self._count_encoding(inner_before)
         return self._result(written, raw, warnings)
 
-    def prepare(self, entries: Iterable[tuple[str, dict[str, JobMetric]]], warnings: list[str]) -> PreparedJob:
-        """Load, summarise and encode the whole job into memory, writing nothing (no sink)."""
+    def prepare(self, entries: Iterable[tuple[str, dict[str, JobMetric]]], warnings: list[str],
+                gzip_ahead: bool = False) -> PreparedJob:
+        """Load, summarise and encode the whole job into memory, writing nothing (no sink);
+        ``gzip_ahead``: start compressing data.json in the background right away."""
         assert self.sink is None, "a prepared job cannot feed a Parquet sink"
         inner_before = sum(self.phases.get(k, 0.0) for k in self._INNER)
         encoded = b"".join(_timed(iter_data_entries(self._entries(entries)), self.produced))
         self.meta()
         self._count_encoding(inner_before)
-        return PreparedJob(self, encoded, warnings)
+        gzipped = gzip_later(encoded) if gzip_ahead and should_gzip(len(encoded)) else None
+        return PreparedJob(self, encoded, warnings, gzipped)
 
     def _count_encoding(self, inner_before: float) -> None:
         """The encoder's share: producing the pieces minus the loading and statistics inside, plus meta.json."""
@@ -192,16 +197,30 @@ class _StreamedJob:
                 self.sink.add(self.final)  # its metrics went in one by one: this adds the job row
         return result
 
+    def _store_cluster(self, archive: Archive) -> None:
+        """cluster.json, the first time the archive sees the cluster."""
+        check_job_key(self.job.key)  # a key the archive refuses must fail before cluster.json is stored
+        with self.timer("write"):
+            if not archive.has_cluster(self.cluster.name):
+                archive.store_cluster(self.cluster)
+
+    def _write_gzipped(self, encoded: bytes, gzipped: Future[bytes], archive: Archive) -> WriteResult:
+        """Write data.json.gz compressed in the background (waiting for it counts as ``compress``)."""
+        self._store_cluster(archive)
+        with self.timer("compress"):
+            payload = gzipped.result()
+        meta = self.meta()
+        assert self.final is not None
+        with self.timer("write"):
+            return archive.write_encoded(self.final, encoded, meta, gzipped=payload)
+
     def _write(self, pieces: Iterator[bytes], archive: Archive | None,
                threads: int | None = None) -> tuple[WriteResult | None, int]:
         if archive is None:
             raw = sum(len(piece) for piece in pieces)
             self.meta()
             return None, raw
-        check_job_key(self.job.key)  # a key the archive refuses must fail before cluster.json is stored
-        with self.timer("write"):
-            if not archive.has_cluster(self.cluster.name):
-                archive.store_cluster(self.cluster)
+        self._store_cluster(archive)
         write_stream = getattr(archive, "write_stream", None)
         if write_stream is None:  # backends that store whole payloads (SQLite, Parquet)
             encoded = b"".join(pieces)
@@ -224,12 +243,15 @@ class _StreamedJob:
 class PreparedJob:
     """A job loaded, summarised and encoded in memory with nothing written yet (:func:`prepare_job`).
 
-    Why: the archiving worker prepares job N+1 while job N is compressed, written and recorded
-    on another thread, so the two halves of consecutive small jobs overlap on two cores."""
+    Why: the archiving worker prepares job N+1 while job N is written and recorded on another
+    thread, so the two halves of consecutive small jobs overlap on two cores; with ``gzipped``
+    the compression runs on a third thread meanwhile, so the writer mostly waits for the disk."""
 
     _streamed: _StreamedJob
     encoded: bytes
     _warnings: list[str]
+    #: data.json.gz being compressed in the background (None: compressed by :meth:`write`, if at all)
+    gzipped: Future[bytes] | None = None
 
     @property
     def job(self) -> Job:
@@ -239,6 +261,9 @@ class PreparedJob:
 
     def write(self, archive: Archive) -> ArchiveResult:
         """Write data.json(.gz) then meta.json, exactly as :func:`archive_job` would have."""
+        if self.gzipped is not None:
+            gz_written = self._streamed._write_gzipped(self.encoded, self.gzipped, archive)
+            return self._streamed._result(gz_written, len(self.encoded), self._warnings)
         one_block = len(self.encoded) <= BLOCK_BYTES  # compressed on this thread: same bytes, no hand-off
         written, raw = self._streamed._write(iter([self.encoded]), archive, threads=1 if one_block else None)
         return self._streamed._result(written, raw, self._warnings)
@@ -318,15 +343,17 @@ def planned_samples(loader: JobLoader) -> int:
                for plans in loader.plans.values() for p in plans)
 
 
-def prepare_job(job: Job, *, cluster: Cluster, loader: JobLoader,
-                max_samples: int = PREPARE_MAX_SAMPLES) -> PreparedJob | None:
+def prepare_job(job: Job, *, cluster: Cluster, loader: JobLoader, max_samples: int = PREPARE_MAX_SAMPLES,
+                gzip_ahead: bool = False) -> PreparedJob | None:
     """What :func:`archive_job` does before writing: load, statistics and the encoded data.json and
     meta.json, all in memory; :meth:`PreparedJob.write` then stores it.  None (nothing loaded)
     when the job plans more than ``max_samples`` samples: archive those with ``archive_job``
-    (give it the same ``loader``).  Sample arrays are not kept, as with ``keep_data=False``."""
+    (give it the same ``loader``).  Sample arrays are not kept, as with ``keep_data=False``.
+    ``gzip_ahead``: compress data.json in the background from now on (for an archive whose
+    ``stores_gzip`` is true; :meth:`PreparedJob.write` hands it over)."""
     check_job(job, cluster)
     if planned_samples(loader) > max_samples:
         return None
     phases: dict[str, float] = {}
     return _StreamedJob(job, cluster, phases, keep_data=False, sink=None).prepare(
-        _timed_load(loader, phases), loader.report.missing)
+        _timed_load(loader, phases), loader.report.missing, gzip_ahead)

@@ -267,7 +267,7 @@ def prepare_one(ref: JobRef, cfg: WorkerConfig, env: dict[str, Any], cancelled: 
         if loader is None:
             loader = JobLoader(job, cluster, env["source"], core_scope_max_nodes=cfg.core_scope_max_nodes,
                                cancelled=cancelled)
-        prepared = prepare_job(job, cluster=cluster, loader=loader)
+        prepared = prepare_job(job, cluster=cluster, loader=loader, gzip_ahead=env["archive"].stores_gzip)
         if prepared is None:  # archive_one takes the (unstarted) loader over
             env.setdefault("ahead", {})[ref.db_id] = (job, loader)
             loader = None

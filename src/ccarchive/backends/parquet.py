@@ -93,6 +93,8 @@ def is_parquet_dataset(url: str, storage_options: dict[str, Any] | None = None) 
 class ParquetArchive:
     """A ccarchive Parquet dataset: the archive read API plus a batching writer (:meth:`sink`)."""
 
+    stores_gzip = False  # samples go into Parquet columns
+
     def __init__(self, url: str, *, create: bool = False, storage_options: dict[str, Any] | None = None):
         self.url = url
         self.fs, root = fsspec.core.url_to_fs(url, **(storage_options or {}))
@@ -206,7 +208,9 @@ class ParquetArchive:
         size = sum(int(self.fs.size(f)) for f in files)
         return WriteResult(self._p("jobs"), "series", size, 0)
 
-    def write_encoded(self, job: Job | JobKey, encoded_data: bytes, meta: bytes) -> WriteResult:
+    def write_encoded(self, job: Job | JobKey, encoded_data: bytes, meta: bytes, *,
+                      gzipped: bytes | None = None) -> WriteResult:
+        """Add a job from its encoded data.json and meta.json (``gzipped`` is not needed here)."""
         decoded = decode_job_meta(meta)
         if decoded.key != key_of(job):
             raise InputError(f"{self.url}: meta.json describes {decoded.label}, not {job_path(*key_of(job))}")

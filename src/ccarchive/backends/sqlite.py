@@ -103,6 +103,8 @@ _PAGE = 512
 class SqliteArchive:
     """A cc-backend SQLite archive file with the same API as :class:`~ccarchive.backends.tree.JobArchive`."""
 
+    stores_gzip = True
+
     def __init__(self, path: str, *, create: bool = False) -> None:
         if not path:
             raise InputError("SQLite archive: empty database path")
@@ -190,11 +192,14 @@ class SqliteArchive:
     def write_job(self, job: Job, data: JobData) -> WriteResult:
         return self.write_encoded(job, encode_job_data(data), encode_job_meta(job))
 
-    def write_encoded(self, job: Job | JobKey, encoded_data: bytes, meta: bytes) -> WriteResult:
-        """Upsert one job row (cc-backend's ImportJob): gzip above 2000 bytes, ``created_at`` kept."""
+    def write_encoded(self, job: Job | JobKey, encoded_data: bytes, meta: bytes, *,
+                      gzipped: bytes | None = None) -> WriteResult:
+        """Upsert one job row (cc-backend's ImportJob): gzip above 2000 bytes (``gzipped``: that
+        gzip, when the caller has compressed it already), ``created_at`` kept."""
         cluster, job_id, start = key_of(job)
         if should_gzip(len(encoded_data)):
-            payload, compressed, name = gzip_bytes(encoded_data), True, "data.json.gz"
+            payload = gzipped if gzipped is not None else gzip_bytes(encoded_data)
+            compressed, name = True, "data.json.gz"
         else:
             payload, compressed, name = bytes(encoded_data), False, "data.json"
         now = int(time.time())

@@ -52,6 +52,8 @@ def _key(job: Job | JobKey) -> JobKey:
 class JobArchive:
     """A v3 job archive on any fsspec file system."""
 
+    stores_gzip = True
+
     def __init__(self, url: str, *, create: bool = False, storage_options: dict[str, Any] | None = None):
         self.url = url
         fs, root = fsspec.core.url_to_fs(url, **(storage_options or {}))
@@ -163,11 +165,14 @@ class JobArchive:
         meta = encode_job_meta(job)
         return self.write_encoded(job, encoded, meta)
 
-    def write_encoded(self, job: Job | JobKey, encoded_data: bytes, meta: bytes) -> WriteResult:
+    def write_encoded(self, job: Job | JobKey, encoded_data: bytes, meta: bytes, *,
+                      gzipped: bytes | None = None) -> WriteResult:
+        """Store a job's encoded data.json and meta.json (``gzipped``: ``gzip_bytes(encoded_data)``
+        when the caller has compressed it already)."""
         d = self.job_dir(job)
         self._remove_leftovers(d)
         if should_gzip(len(encoded_data)):
-            name, payload = "data.json.gz", gzip_bytes(encoded_data)
+            name, payload = "data.json.gz", gzipped if gzipped is not None else gzip_bytes(encoded_data)
         else:
             name, payload = "data.json", encoded_data
         self._write_entry(d, name, payload, meta)

@@ -243,6 +243,12 @@ def gzip_bytes(data: bytes | bytearray | memoryview, level: int | None = None, t
     return out.getvalue()
 
 
+def gzip_later(data: bytes, level: int | None = None) -> Future[bytes]:
+    """:func:`gzip_bytes` of ``data`` (one thread, the same bytes) started on the shared
+    compression pool: the caller goes on while it runs, since zlib-ng releases the GIL."""
+    return _shared_pool(1).submit(gzip_bytes, data, level)
+
+
 def gunzip_bytes(data: bytes | bytearray | memoryview) -> bytes:
     """Decompress gzip ``data`` (all members) into ``bytes``; ISA-L inflates fastest into a bytes
     object (~650 MB/s of text here, zlib-ng ~570).  :func:`gunzip_array` is faster still."""
