@@ -37,15 +37,17 @@ class AtomicFile:
     dropped by :meth:`abort` (also as a context manager: commit on success, abort on error).
 
     ``before_publish`` runs right before the file replaces whatever was at ``path`` (the archive
-    uses it to unpublish a job's old meta.json)."""
+    uses it to unpublish a job's old meta.json); ``parent_exists`` skips making the directory."""
 
-    def __init__(self, fs: Any, path: str, *, before_publish: Callable[[], None] | None = None) -> None:
+    def __init__(self, fs: Any, path: str, *, before_publish: Callable[[], None] | None = None,
+                 parent_exists: bool = False) -> None:
         self.fs, self.path, self.before_publish = fs, path, before_publish
         parent = posixpath.dirname(path)
         self._tmp: str | None = None
         self._buffer: io.BytesIO | None = None
         if isinstance(fs, LocalFileSystem):
-            os.makedirs(parent, exist_ok=True)
+            if not parent_exists:
+                os.makedirs(parent, exist_ok=True)
             self._tmp = posixpath.join(parent, f"{TMP_PREFIX}{uuid.uuid4().hex}-{posixpath.basename(path)}{TMP_SUFFIX}")
             self.file: IO[bytes] = open(self._tmp, "wb")  # noqa: SIM115 - closed by commit/abort
         elif BUFFERED_PROTOCOLS.intersection(_protocols(fs)):
