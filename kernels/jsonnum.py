@@ -1006,10 +1006,11 @@ def query_answer_kernel(buf, values, slow, entries, queries):  # pragma: no cove
     return OK, values, k, slow, ns, entries, ne, queries, nq
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def gather_rows(values, offsets, counts, width):  # pragma: no cover - compiled
     """Arrays ``values[offsets[i] : offsets[i] + counts[i]]`` as the rows of a new ``(n, width)``
-    array, padded with NaN (ragged series into one block)."""
+    array, padded with NaN (ragged series into one block; without the GIL, so that convert's
+    lanes decode side by side)."""
     n = offsets.shape[0]
     out = np.empty((n, width), dtype=values.dtype)
     for i in range(n):

@@ -24,13 +24,15 @@ Why it works the way it does:
   pyarrow's Parquet encoder (the stored bytes are what it produced); decoding every file back
   into Arrow rows would check that too, at more than the cost of all the rest of the checking
   together.  A JSON target's job that does not compare equal is reported and removed again.
-* **Pipelined**: a background thread reads, inflates, decodes and digests the next jobs while
-  the current ones are converted to Arrow and written (inflating, decoding and Parquet I/O
-  release the GIL).
+* **Pipelined** on one lane: a background thread reads, inflates, decodes and digests the next
+  jobs while the current ones are converted to Arrow and written (inflating, decoding and
+  Parquet I/O release the GIL).
 * **Parallel** for Parquet targets: lanes (one per core) each convert runs of consecutive jobs
-  with a sink of their own — the dataset takes any number of writers.  The first two lanes are
-  threads of this process (inflating, decoding and writing Parquet release the GIL; nothing is
-  pickled or imported again, and any source or target works), further ones worker processes.
+  with a sink of their own — the dataset takes any number of writers — the runs getting shorter
+  towards the end so that the lanes finish together.  The first two lanes are threads of this
+  process that each read their own jobs in turn (inflating, decoding and writing Parquet release
+  the GIL; nothing is pickled or imported again, and any source or target works), further ones
+  worker processes.
 * Transient failures (S3 endpoint down, database locked) are retried a bounded number of
   times with backoff before the job is reported failed; the run continues with the next job.
 """
@@ -109,9 +111,6 @@ def _digest(b: bytes) -> bytes:
     return hashlib.sha256(b).digest()
 
 
-_NAN32 = pa.scalar(np.nan, pa.float32())
-
-
 def _label(key: JobKey) -> str:
     return f"job {key[0]}/{key[1]}/{key[2]}"
 
@@ -135,15 +134,44 @@ def _hash_block(h: Any, scope: str, unit: tuple[str, str], timestep: int, hostna
     h.update(b"S" + scope.encode() + b"\0" + repr((unit, timestep, hostnames, ids)).encode() + lengths.tobytes())
 
 
-def _hash_values(h: Any, samples: Any, has: npt.NDArray[np.bool_], stats: Any, canonical: bool = False) -> None:
-    """The samples by their count and a CRC-32 of their float32 bytes (``canonical``: already a
-    contiguous float32 array whose NaNs are all the same), the statistics themselves.  CRC-32 is
+def _hash_values(h: Any, samples: npt.NDArray[np.float32], has: npt.NDArray[np.bool_], stats: Any) -> None:
+    """One block's samples by their count and a CRC-32 of their float32 bytes (a slice of the
+    job's canonical samples: every NaN the same quiet NaN), the statistics themselves.  CRC-32 is
     the checksum gzip and Parquet pages use against corruption (every error of up to 32 bits in a
     row found, any other missed with odds of 1 in 4e9) and runs at ten times SHA-256's speed on
     what is almost all of a job's bytes; everything else goes into the SHA-256 as it is."""
-    flat = samples if canonical else _canonical(samples, np.float32)
-    h.update(b"%d:%d" % (flat.size, crc32(flat)))
+    h.update(b"%d:%d" % (samples.size, crc32(samples)))
     h.update(has.tobytes() + _canonical(np.where(has[:, None], stats, 0.0), np.float64).tobytes())
+
+
+def _hash_missing(h: Any, nulls: npt.NDArray[np.uint8]) -> None:
+    """Which of the job's samples are missing (NaN / null), as a bitmap (bit ``i % 8`` of byte
+    ``i // 8``, bits past the last sample clear), after its last block: with the CRC-32s of
+    the canonical samples, it pins a reader's view of every null slot, whatever its buffer holds."""
+    h.update(b"N%d:" % nulls.size + nulls.tobytes())
+
+
+def _job_samples(blocks: list[tuple[Any, npt.NDArray[np.int64]]]) -> tuple[npt.NDArray[np.float32],
+                                                                           npt.NDArray[np.uint8]]:
+    """The samples of ``blocks`` ((data, lengths) in digest order) as one float32 array without the
+    padding of short series, every NaN the one quiet NaN (one copy of the job's samples, cut into
+    the blocks' slices for their CRC-32s; this thread's scratch, valid until its next call), and
+    the bitmap of its NaNs (:func:`_hash_missing`)."""
+    flat = S.scratch("digest samples", sum(int(ln.sum()) for _, ln in blocks), np.float32)
+    pos = 0
+    for values, ln in blocks:
+        n = len(ln)
+        width = int(ln.max()) if n else 0
+        if n and int(ln.min()) == width:
+            flat[pos:pos + n * width].reshape(n, width)[...] = values[:, :width]
+            pos += n * width
+        else:
+            for i, length in enumerate(ln.tolist()):
+                flat[pos:pos + length] = values[i, :length]
+                pos += length
+    nan = np.isnan(flat, out=S.scratch("digest nan", len(flat), np.bool_))
+    np.copyto(flat, np.float32(np.nan), where=nan)
+    return flat, np.packbits(nan, bitorder="little")
 
 
 def _hash_stats_series(h: Any, arrays: list[tuple[str, Any]] | None) -> None:
@@ -158,27 +186,29 @@ def data_digest(data: JobData) -> bytes:
     """A digest of everything data.json encodes of ``data``: two jobs with the same digest encode
     to the same text (samples are compared as float32, the archive's stored precision)."""
     h = hashlib.sha256()  # hashed with the CPU's SHA instructions where it has them: twice blake2b's speed
-    for metric in sorted(data):
-        scopes = data[metric] or {}
+    order = [(metric, sorted(data[metric] or {})) for metric in sorted(data)]
+    blocks = [data[metric][scope] for metric, scopes in order for scope in scopes]
+    lengths = [np.asarray(b.lengths, dtype=np.int64).reshape(b.num_series) for b in blocks]
+    flat, nan = _job_samples([(np.asarray(b.data), ln) for b, ln in zip(blocks, lengths, strict=True) if len(ln)])
+    it = iter(zip(blocks, lengths, strict=True))
+    pos = 0
+    for metric, scopes in order:
         h.update(b"M" + metric.encode() + b"\0%d" % len(scopes))
-        for scope in sorted(scopes):
-            b = scopes[scope]
+        for scope in scopes:
+            b, ln = next(it)
             n = b.num_series
-            lengths = np.asarray(b.lengths, dtype=np.int64).reshape(n)
-            _hash_block(h, scope, (b.unit.base, b.unit.prefix), int(b.timestep), list(b.hostnames), list(b.ids),
-                        lengths)
+            _hash_block(h, scope, (b.unit.base, b.unit.prefix), int(b.timestep), list(b.hostnames), list(b.ids), ln)
             if n:
-                values = np.asarray(b.data)
-                width = int(lengths.max())
-                samples = values[:, :width] if int(lengths.min()) == width else \
-                    np.concatenate([values[i, :ln] for i, ln in enumerate(lengths.tolist())])
+                size = int(ln.sum())
                 has = np.ones(n, dtype=bool) if b.has_statistics is None else np.asarray(b.has_statistics, dtype=bool)
                 stats = np.full((n, 3), np.nan) if b.statistics is None else b.statistics
-                _hash_values(h, samples, has, stats)
+                _hash_values(h, flat[pos:pos + size], has, stats)
+                pos += size
             ss = b.statistics_series
             _hash_stats_series(h, None if ss is None else [
                 ("min", ss.min), ("median", ss.median), ("max", ss.max), ("mean", ss.mean),
                 *sorted((str(k), v) for k, v in (ss.percentiles or {}).items())])
+    _hash_missing(h, nan)
     return h.digest()
 
 
@@ -190,15 +220,51 @@ def rows_digest(metrics: pa.Table, series: pa.Table) -> bytes:
     return h.digest()
 
 
+def _float32_view(values: pa.Array) -> npt.NDArray[np.float32]:
+    """The values buffer of a float32 array as numpy, null slots included (no copy)."""
+    return np.frombuffer(values.buffers()[1], dtype=np.float32, count=len(values), offset=4 * values.offset)
+
+
+def _packed_nulls(values: pa.Array, ranges: list[tuple[int, int]]) -> npt.NDArray[np.uint8]:
+    """The null bitmap of ``values[a:b]`` for the ``ranges`` one after the other (as
+    :func:`_job_samples` packs the source's NaNs): the array's own validity bitmap, inverted,
+    when the ranges are the whole array in order; else unpacked, cut and packed again."""
+    n = len(values)
+    whole = [(a, b) for a, b in ranges if b > a]
+    validity = values.buffers()[0]
+    if whole and whole[0][0] == 0 and whole[-1][1] == n and all(
+            whole[i][1] == whole[i + 1][0] for i in range(len(whole) - 1)):
+        if validity is None or values.null_count == 0:
+            return np.zeros(-(-n // 8), dtype=np.uint8)
+        if values.offset % 8 == 0:
+            start = values.offset // 8
+            nulls = np.invert(np.frombuffer(validity, dtype=np.uint8)[start:start + -(-n // 8)])
+            if n % 8:
+                nulls[-1] &= (1 << (n % 8)) - 1
+            return nulls
+    missing = values.is_null().to_numpy(zero_copy_only=False)
+    return np.packbits(np.concatenate([missing[a:b] for a, b in whole] or [np.zeros(0, dtype=bool)]),
+                       bitorder="little")
+
+
 def hash_rows(h: Any, metrics: pa.Table, series: pa.Table) -> None:
     """Feed ``h`` what :func:`rows_digest` hashes of these rows (metric by metric in sorted order)."""
+    given = series
     series, bounds = block_bounds(series)
     hostnames, ids = series["hostname"].to_pylist(), series["id"].to_pylist()
     lists = series["data"]
+    lists = lists.chunk(0) if lists.num_chunks == 1 else lists.combine_chunks()
     lengths = pc.list_value_length(lists).fill_null(0).to_numpy().astype(np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)]).tolist()
-    # float32, null -> the quiet NaN (the writer stores no NaN values): canonical
-    flat = np.ascontiguousarray(pc.fill_null(pc.list_flatten(lists), _NAN32).to_numpy(), dtype=np.float32)
+    # The float32 values buffer as it is, null slots included, and the null bitmap on its own: equal
+    # to the source's canonical samples and NaN bitmap, every valid value is the source's and every
+    # null stands for a NaN of it.  data_rows writes the quiet NaN into the null slots; rows whose
+    # null slots hold anything else never compare equal (a false alarm, never a false pass), so
+    # rows that had to be sorted first (Arrow's take leaves null slots undefined) are hashed from
+    # a copy with the quiet NaN filled in.
+    values = pc.list_flatten(lists)
+    flat = _float32_view(values if series is given or not values.null_count else
+                         pc.fill_null(values, pa.scalar(np.nan, pa.float32())))
     stats = np.column_stack([series[k].to_numpy(zero_copy_only=False).astype(np.float64)
                              for k in ("min", "avg", "max")]) if series.num_rows else np.zeros((0, 3))
     has: npt.NDArray[np.bool_] = np.asarray(~np.isnan(stats).any(axis=1), dtype=np.bool_)
@@ -210,6 +276,7 @@ def hash_rows(h: Any, metrics: pa.Table, series: pa.Table) -> None:
         scopes = by_metric.setdefault(r["metric"], {})
         if r["scope"] is not None:
             scopes[r["scope"]] = i  # the last row of a scope, as load_data takes it
+    ranges: list[tuple[int, int]] = []
     for metric in sorted(by_metric):
         scopes = by_metric[metric]
         h.update(b"M" + metric.encode() + b"\0%d" % len(scopes))
@@ -220,12 +287,14 @@ def hash_rows(h: Any, metrics: pa.Table, series: pa.Table) -> None:
             _hash_block(h, scope, (r["unit_base"] or "", r["unit_prefix"] or ""), int(r["timestep"]),
                         hostnames[lo:hi], ids[lo:hi], lengths[lo:hi])
             if hi > lo:
-                _hash_values(h, flat[offsets[lo]:offsets[hi]], has[lo:hi], stats[lo:hi], canonical=True)
+                ranges.append((offsets[lo], offsets[hi]))
+                _hash_values(h, flat[offsets[lo]:offsets[hi]], has[lo:hi], stats[lo:hi])
             pct = r["stats_percentiles"]
             _hash_stats_series(h, None if ss_cols["min"][i] is None else [
                 *((k, ss_cols[k][i]) for k in ("min", "median", "max", "mean")),
                 *sorted((str(int(k)), np.array([np.nan if x is None else x for x in v], dtype=np.float64))
                         for k, v in pct or [])])
+    _hash_missing(h, _packed_nulls(values, ranges))
 
 
 def check_encodable(data: JobData) -> None:
@@ -319,6 +388,13 @@ def _unreadable(dst: ParquetArchive, written: dict[str, FileSum]) -> dict[str, s
     return bad
 
 
+#: Samples (Arrow bytes) a Parquet batch holds before it is flushed.  Large jobs go into their
+#: batch's files too (only one larger than this streams into a file of its own): a job's rows are
+#: built whole anyway, and a file per large job costs a writer, a footer and an fsync that a lane
+#: waits for (60 demo jobs: 30 files written instead of 56, same CPU).
+BATCH_BYTES = 256 << 20
+
+
 @dataclass
 class _Settings:
     verify: bool
@@ -337,10 +413,13 @@ class _Part:
 
 
 def _convert_keys(src: Archive, dst: Archive, keys: list[JobKey], s: _Settings,
-                  step: Callable[[], Any] = lambda: None) -> _Part:
-    """Copy the jobs of ``keys`` into ``dst`` (a Parquet target: in batches, each read back once)."""
+                  step: Callable[[], Any] = lambda: None, reads: Iterable[_Read] | None = None) -> _Part:
+    """Copy the jobs of ``keys`` into ``dst`` (a Parquet target: in batches, each read back once).
+    ``reads``: those jobs as they are read (a lane's); by default a background thread reads
+    ahead while the jobs before are written."""
     part = _Part()
-    sink = dst.sink(max_jobs=s.batch_jobs) if isinstance(dst, ParquetArchive) else None
+    sink = dst.sink(max_jobs=s.batch_jobs, max_bytes=BATCH_BYTES, stream_job_bytes=BATCH_BYTES) \
+        if isinstance(dst, ParquetArchive) else None
     pending: list[JobKey] = []  # parquet: jobs added to the batch, their rows checked against the source
 
     def check_pending() -> None:
@@ -370,7 +449,9 @@ def _convert_keys(src: Archive, dst: Archive, keys: list[JobKey], s: _Settings,
                 return
             check_pending()
 
-    for r in _read_ahead(src, keys, sink is not None, s.verify, s.retries, s.backoff):
+    if reads is None:
+        reads = _read_ahead(src, keys, sink is not None, s.verify, s.retries, s.backoff)
+    for r in reads:
         key = r.key
         part.bytes_read += r.size
         try:
@@ -433,7 +514,8 @@ def _lean_memory() -> Iterator[None]:
     """While converting: Arrow buffers from jemalloc (the default pool, mimalloc, faults in fresh
     zeroed pages for much of what each job allocates again: most of a second of system time per
     60 demo jobs), and the objects that exist already (modules, mostly) left out of the garbage
-    collector's full passes over the many objects each job makes."""
+    collector's full passes over the many objects each job makes.  The scratch arrays this thread
+    used for the jobs are freed after (the lanes' and readers' threads end with the run)."""
     before = pa.default_memory_pool()
     pa.set_memory_pool(S.writer_pool())
     gc.freeze()
@@ -442,6 +524,7 @@ def _lean_memory() -> Iterator[None]:
     finally:
         gc.unfreeze()
         pa.set_memory_pool(before)
+        S.drop_scratch()
 
 
 def _init_worker(src: Archive, dst: Archive, s: _Settings) -> None:
@@ -456,11 +539,23 @@ def _convert_chunk(keys: list[JobKey]) -> _Part:
     return _convert_keys(*_WORKER[:2], keys, _WORKER[2])
 
 
+#: Jobs in the shortest chunk (the last ones): each chunk is a batch with files of its own (three
+#: per partition, each written, synced and read back).
+MIN_CHUNK = 3
+
+
 def _chunks(keys: list[JobKey], batch_jobs: int, workers: int) -> list[list[JobKey]]:
-    """Runs of consecutive jobs (files keep narrow job ranges): four per lane, so that runs of
-    large jobs even out, and at most a batch each."""
-    size = max(1, min(batch_jobs, -(-len(keys) // (4 * workers))))
-    return [keys[i:i + size] for i in range(0, len(keys), size)]
+    """Runs of consecutive jobs (files keep narrow job ranges), at most a batch each, getting
+    shorter towards the end (each 1 / (2 x lanes) of the jobs left, at least :data:`MIN_CHUNK`):
+    lanes start on long runs and end on short ones, so the last lane to finish (its batch
+    flushed alone) is not far behind the others, whatever the jobs' sizes."""
+    out: list[list[JobKey]] = []
+    i = 0
+    while i < len(keys):
+        size = max(MIN_CHUNK, min(batch_jobs, -(-(len(keys) - i) // (2 * workers))))
+        out.append(keys[i:i + size])
+        i += size
+    return out
 
 
 def _start_workers(src: Archive, dst: Archive, s: _Settings, chunks: list[list[JobKey]],
@@ -504,7 +599,10 @@ def _run_lanes(src: Archive, dst: Archive, s: _Settings, chunks: list[list[JobKe
 
     def lane() -> None:
         while not stop.is_set() and (i := take()) >= 0:
-            parts[i] = _convert_keys(src, dst, chunks[i], s)
+            # each job read when its turn comes: the other lanes keep the cores busy meanwhile,
+            # and a read-ahead thread per lane would cost more in GIL hand-overs than it saves
+            reads = (_read_job(src, key, True, s.verify, s.retries, s.backoff) for key in chunks[i])
+            parts[i] = _convert_keys(src, dst, chunks[i], s, reads=reads)
             with lock:
                 bar.update(len(chunks[i]))
 

@@ -22,8 +22,10 @@ numpy, exactly (``float(text)``), without a Python object per sample.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from functools import lru_cache
+from itertools import repeat
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -317,6 +319,12 @@ class _NumberArrays:
                     raise FormatError(f"data.json: {where}.series[{i}].data must be an array of numbers or null")
                 k = -1
             index[i] = k
+        return self.rows_of(index)
+
+    def rows_of(self, index: IntArray) -> tuple[FloatArray, IntArray]:
+        """:meth:`rows` for the series whose data are number arrays ``index`` (-1: null)."""
+        assert self.doc is not None
+        n = len(index)
         present = index >= 0
         lengths = np.zeros(n, dtype=np.int64)
         offsets = np.zeros(n, dtype=np.int64)
@@ -392,18 +400,47 @@ def _decode_stats_series(obj: Any, where: str, arrays: _NumberArrays) -> StatsSe
     )
 
 
-def decode_job_metric(obj: Any, where: str = "metric", arrays: _NumberArrays | None = None) -> JobMetric:
-    """One ``schema.JobMetric`` from its decoded JSON object (``arrays``: the parsed document its
-    number arrays refer to; None for plain lists)."""
-    arrays = arrays if arrays is not None else _NumberArrays(None)
-    if not isinstance(obj, dict):
-        raise FormatError(f"data.json: {where} must be an object")
-    timestep = obj.get("timestep")
-    if isinstance(timestep, float) and timestep.is_integer():
-        timestep = int(timestep)
-    if isinstance(timestep, bool) or not isinstance(timestep, int):
-        raise FormatError(f"data.json: {where}.timestep must be an integer")
-    series = arrays.series_list(obj.get("series"), where)
+_NONE = type(None)
+_STATS_KEYS = ("min", "avg", "max")
+
+
+_Columns = tuple[list[str], list[str | None], FloatArray, IntArray, FloatArray, npt.NDArray[np.bool_]]
+
+
+def _usual_series(series: list[Any], arrays: _NumberArrays) -> _Columns | None:
+    """Hostnames, ids, data, lengths, statistics and has-statistics of a block's series in the
+    layout Go writes (every series an object with a string hostname, a string or no id, a number
+    array as data and a statistics object of three floats), taken column by column instead of
+    series by series; None for anything else, which :func:`_each_series` decodes (and names what
+    is wrong).  Exact types are compared, so bools and ints in the statistics go the long way."""
+    if arrays.doc is None or not series:
+        return None
+    get: Callable[[dict[str, Any], str], Any] = dict.get
+    try:
+        if set(map(type, series)) != {dict}:
+            return None
+        hostnames: list[Any] = list(map(get, series, repeat("hostname")))
+        ids: list[Any] = list(map(get, series, repeat("id")))
+        rows: list[Any] = list(map(get, series, repeat("data")))
+        stats: list[Any] = list(map(get, series, repeat("statistics")))
+        if (set(map(type, hostnames)) != {str} or not set(map(type, ids)) <= {str, _NONE}
+                or set(map(type, rows)) != {list} or set(map(len, rows)) != {1} or set(map(type, stats)) != {dict}):
+            return None
+        index = list(map(itemgetter(0), rows))  # markers [k] (an array left in the skeleton never is [int])
+        values = [v for key in _STATS_KEYS for v in map(get, stats, repeat(key))]  # all mins, avgs, maxs
+        if set(map(type, index)) != {int} or set(map(type, values)) != {float}:
+            return None
+    except (AttributeError, TypeError):
+        return None
+    n = len(series)
+    data, lengths = arrays.rows_of(np.array(index, dtype=np.int64))
+    stats_array = np.ascontiguousarray(np.array(values, dtype=np.float64).reshape(3, n).T)
+    return hostnames, ids, data, lengths, stats_array, np.ones(n, dtype=np.bool_)
+
+
+def _each_series(series: list[Any], where: str, arrays: _NumberArrays) -> _Columns:
+    """:func:`_usual_series` for any series, one by one: the first one that is malformed raises
+    the FormatError that says what is wrong with it."""
     n = len(series)
     hostnames: list[str] = []
     ids: list[str | None] = []
@@ -429,6 +466,23 @@ def decode_job_metric(obj: Any, where: str = "metric", arrays: _NumberArrays | N
         elif st is not None:
             raise FormatError(f"data.json: {where}.series[{i}].statistics must be an object")
     data, lengths = arrays.rows(rows, where)
+    return hostnames, ids, data, lengths, stats, has_stats
+
+
+def decode_job_metric(obj: Any, where: str = "metric", arrays: _NumberArrays | None = None) -> JobMetric:
+    """One ``schema.JobMetric`` from its decoded JSON object (``arrays``: the parsed document its
+    number arrays refer to; None for plain lists)."""
+    arrays = arrays if arrays is not None else _NumberArrays(None)
+    if not isinstance(obj, dict):
+        raise FormatError(f"data.json: {where} must be an object")
+    timestep = obj.get("timestep")
+    if isinstance(timestep, float) and timestep.is_integer():
+        timestep = int(timestep)
+    if isinstance(timestep, bool) or not isinstance(timestep, int):
+        raise FormatError(f"data.json: {where}.timestep must be an integer")
+    series = arrays.series_list(obj.get("series"), where)
+    hostnames, ids, data, lengths, stats, has_stats = _usual_series(series, arrays) or \
+        _each_series(series, where, arrays)
     return JobMetric(
         unit=decode_unit(obj.get("unit"), f"data.json: {where}"),
         timestep=timestep,
