@@ -49,6 +49,8 @@ class FaultySource(SyntheticSource):
         if delay:
             marker = faults.get("started_marker")
             if marker:
-                Path(marker).write_text(str(os.getpid()))
+                tmp = Path(f"{marker}.{os.getpid()}.tmp")  # published whole: whoever sees it can read the pid
+                tmp.write_text(str(os.getpid()))
+                os.replace(tmp, marker)
             time.sleep(delay)
         return super().fetch(job, cluster, metric, scope, requests)
