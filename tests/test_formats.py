@@ -207,6 +207,17 @@ def test_meta_decode_legacy_exclusive_and_missing_unit() -> None:
     ({"cluster": "c", "jobId": 1, "startTime": 2, "statistics": {"m": {"avg": "x"}}},
      "meta.json: statistics.m.avg must be a number"),
     ({"cluster": "c", "jobId": 1, "startTime": 2, "exclusive": 7}, "exclusive must be 0, 1 or 2"),
+    # integers beyond what Go decodes (and a job DB or Parquet column holds): one-line FormatErrors
+    ({"cluster": "c", "jobId": 2**63, "startTime": 2}, "meta.json: jobId must be a 64-bit integer, got one of 19 digits"),
+    ({"cluster": "c", "jobId": 1, "startTime": -(2**63) - 1}, "meta.json: startTime must be a 64-bit integer"),
+    ({"cluster": "c", "jobId": 1, "startTime": 2, "duration": 1e300}, "meta.json: duration must be a 64-bit integer"),
+    ({"cluster": "c", "jobId": 1, "startTime": 2, "energy": 10**400},
+     "meta.json: energy: an integer of 401 digits is beyond the float64 range"),
+    ({"cluster": "c", "jobId": 1, "startTime": 2, "statistics": {"m": {"avg": -(10**309)}}},
+     "meta.json: statistics.m.avg: an integer of 310 digits is beyond the float64 range"),
+    ({"cluster": "c", "jobId": 1, "startTime": 2, "footprint": {"x_avg": 10**400}}, "meta.json: footprint.x_avg: an integer"),
+    ({"cluster": "c", "jobId": 1, "startTime": 2, "resources": [{"hostname": "a", "hwthreads": [0, 2**64]}]},
+     r"meta.json: resources\[0\].hwthreads must be an array of 64-bit integers"),
 ])
 def test_meta_decode_errors(obj: dict[str, object], message: str) -> None:
     with pytest.raises(FormatError, match=message):
@@ -410,10 +421,32 @@ def test_data_decode_tolerant_shapes() -> None:
     ('{"m": {"node": {"timestep": 1, "series": [{"data": []}]}}}', "hostname"),
     ('{"m": {"node": {"timestep": 1, "series": [{"hostname": "a", "data": ["x"]}]}}}', "numbers"),
     ("{", "not valid JSON"),
+    ('{"m": {"node": {"timestep": 1%s, "series": []}}}' % ("0" * 30), "m/node.timestep must be a 64-bit integer"),
+    ('{"m": {"node": {"timestep": 1, "series": [{"hostname": "a", "data": [1], '
+     '"statistics": {"min": 1%s, "avg": 1, "max": 1}}]}}}' % ("0" * 400),
+     r"m/node.series\[0\].statistics.min: an integer of 401 digits is beyond the float64 range"),
 ])
 def test_data_decode_errors(raw: str, message: str) -> None:
     with pytest.raises(FormatError, match=message):
         decode_job_data(raw)
+    with pytest.raises(FormatError, match=message):  # the same from an object decoded by json
+        decode_job_data(json.loads(raw)) if raw.startswith("{\"") else decode_job_data(raw)
+
+
+@pytest.mark.parametrize(("field", "message"), [
+    ("data", r"m/node: series data hold an integer beyond the float64 range"),
+    ("statisticsSeries", r"m/node.statisticsSeries.min holds an integer beyond the float64 range"),
+])
+def test_decoded_object_with_huge_integers_is_a_format_error(field: str, message: str) -> None:
+    """json.loads keeps a 400-digit integer an int (the text decoder reads it as a float, inf):
+    an object holding one is refused with a FormatError, not an OverflowError."""
+    block: dict[str, Any] = {"timestep": 1, "series": [{"hostname": "a", "data": [1.0]}]}
+    if field == "data":
+        block["series"][0]["data"] = [10**400]
+    else:
+        block["statisticsSeries"] = {"min": [10**400], "median": [1.0], "max": [1.0]}
+    with pytest.raises(FormatError, match=message):
+        decode_job_data({"m": {"node": block}})
 
 
 # ----------------------------------------------------------------------------------------------

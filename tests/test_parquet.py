@@ -72,6 +72,11 @@ def test_layout_schema_and_encoding(tmp_path: Path):
             schema = pa.schema(list(schema)[:len(S.JOBS)])
         assert schema.equals(S.SCHEMAS[table]), path
         assert f.metadata.row_group(0).column(0).compression == "ZSTD"
+        # min/max statistics on every column but the samples (nothing prunes on list elements)
+        chunks = {c.path_in_schema: c for c in map(f.metadata.row_group(0).column, range(f.metadata.num_columns))}
+        assert chunks["job_id"].is_stats_set and chunks["job_id"].statistics.min > 0
+        if table == "series":
+            assert not chunks["data.list.element"].is_stats_set and chunks["avg"].is_stats_set
     assert S.SERIES.field("data").type == pa.list_(pa.float32())
     # a plain path to the dataset is recognised by its marker
     assert isinstance(open_archive(str(root)), ParquetArchive)

@@ -35,7 +35,7 @@ from ..errors import FormatError
 from ..kernels.encode import NonFiniteStatistic, encode_series, f64_array_json, f64_arrays_json
 from ..kernels.jsonnum import NumberDocument, gather_rows, parse_document
 from ..model import FloatArray, IntArray, JobData, JobMetric, StatsSeries, Unit
-from .gojson import go_string
+from .gojson import fits_go_int, go_number, go_string
 
 #: Flush the pending output once it reaches this size (bytes).
 CHUNK_BYTES = 1 << 18
@@ -291,6 +291,8 @@ class _NumberArrays:
             return np.array(value, dtype=np.float64)  # None becomes NaN
         except (TypeError, ValueError):
             raise FormatError(f"data.json: {where} must be an array of numbers or null") from None
+        except OverflowError:
+            raise FormatError(f"data.json: {where} holds an integer beyond the float64 range") from None
 
     def series_list(self, value: Any, where: str) -> list[Any]:
         """The ``series`` array (null or missing: none)."""
@@ -354,6 +356,8 @@ class _NumberArrays:
             return data, lengths
         except (TypeError, ValueError):
             raise FormatError(f"data.json: {where}: series data must be arrays of numbers or null") from None
+        except OverflowError:
+            raise FormatError(f"data.json: {where}: series data hold an integer beyond the float64 range") from None
 
 
 def _number(v: Any, where: str) -> float:
@@ -361,7 +365,10 @@ def _number(v: Any, where: str) -> float:
         return 0.0  # Go leaves a float64 untouched on null
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise FormatError(f"data.json: {where} must be a number")
-    return float(v)
+    try:
+        return go_number(v)
+    except FormatError as e:
+        raise FormatError(f"data.json: {where}: {e}") from None
 
 
 def decode_unit(obj: Any, where: str) -> Unit:
@@ -478,8 +485,8 @@ def decode_job_metric(obj: Any, where: str = "metric", arrays: _NumberArrays | N
     timestep = obj.get("timestep")
     if isinstance(timestep, float) and timestep.is_integer():
         timestep = int(timestep)
-    if isinstance(timestep, bool) or not isinstance(timestep, int):
-        raise FormatError(f"data.json: {where}.timestep must be an integer")
+    if isinstance(timestep, bool) or not isinstance(timestep, int) or not fits_go_int(timestep):
+        raise FormatError(f"data.json: {where}.timestep must be a 64-bit integer")
     series = arrays.series_list(obj.get("series"), where)
     hostnames, ids, data, lengths, stats, has_stats = _usual_series(series, arrays) or \
         _each_series(series, where, arrays)

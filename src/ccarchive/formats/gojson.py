@@ -25,6 +25,25 @@ _ESCAPES.update({
 _ESCAPES.update({c: "\\ufffd" for c in range(0xD800, 0xE000)})  # lone surrogates = invalid UTF-8 in Go
 _NEEDS_ESCAPE = frozenset(chr(c) for c in _ESCAPES)
 
+#: The range of Go's ``int`` (64 bits where cc-backend runs): an integer outside it does not
+#: decode in Go, and would not fit a job DB or Parquet column either.
+GO_INT_MIN, GO_INT_MAX = -(1 << 63), (1 << 63) - 1
+
+
+def fits_go_int(v: int) -> bool:
+    """True when ``v`` is within Go's ``int`` range."""
+    return GO_INT_MIN <= v <= GO_INT_MAX
+
+
+def go_number(v: int | float) -> float:
+    """A JSON number as Go's float64 decodes it, or FormatError for an integer beyond the float64
+    range (Go refuses it; Python's ``float`` raises OverflowError)."""
+    try:
+        return float(v)
+    except OverflowError:
+        raise FormatError(f"{v:.6g} is beyond the float64 range" if isinstance(v, float) else
+                          f"an integer of {len(str(abs(v)))} digits is beyond the float64 range") from None
+
 
 def go_string(s: str) -> str:
     """A JSON string literal exactly as Go writes it (HTML escaping on)."""

@@ -20,7 +20,7 @@ from typing import Any
 from ..errors import FormatError
 from ..model import ConcurrentJobs, Job, JobLink, JobStatistics, Resource, Tag
 from .data import decode_unit, encode_unit
-from .gojson import go_float64, go_string, parse_object
+from .gojson import fits_go_int, go_float64, go_number, go_string, parse_object
 
 #: Legacy ``exclusive`` values (cc-backend before ``shared``) mapped to ``shared``.
 EXCLUSIVE_TO_SHARED = {0: "multi_user", 1: "none", 2: "single_user"}
@@ -188,9 +188,11 @@ class _Reader:
                 raise FormatError(f"{self.where}{key} is missing")
             return default
         if isinstance(v, float) and v.is_integer():
-            return int(v)
+            v = int(v)
         if isinstance(v, bool) or not isinstance(v, int):
             raise self._fail(key, "an integer")
+        if not fits_go_int(v):
+            raise FormatError(f"{self.where}{key} must be a 64-bit integer, got one of {len(str(abs(v)))} digits")
         return v
 
     def opt_integer(self, key: str) -> int | None:
@@ -202,7 +204,10 @@ class _Reader:
             return 0.0
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise self._fail(key, "a number")
-        return float(v)
+        try:
+            return go_number(v)
+        except FormatError as e:
+            raise FormatError(f"{self.where}{key}: {e}") from None
 
     def array(self, key: str) -> list[Any] | None:
         v = self.obj.get(key)
@@ -221,8 +226,8 @@ def _decode_resource(obj: Any, i: int) -> Resource:
     r = _Reader(obj, f"meta.json: resources[{i}].")
     hw = r.array("hwthreads")
     acc = r.array("accelerators")
-    if hw is not None and not all(isinstance(h, int) and not isinstance(h, bool) for h in hw):
-        raise FormatError(f"meta.json: resources[{i}].hwthreads must be an array of integers")
+    if hw is not None and not all(isinstance(h, int) and not isinstance(h, bool) and fits_go_int(h) for h in hw):
+        raise FormatError(f"meta.json: resources[{i}].hwthreads must be an array of 64-bit integers")
     return Resource(
         hostname=r.text("hostname", None),
         configuration=r.text("configuration"),
