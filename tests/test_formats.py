@@ -208,14 +208,16 @@ def test_meta_decode_legacy_exclusive_and_missing_unit() -> None:
      "meta.json: statistics.m.avg must be a number"),
     ({"cluster": "c", "jobId": 1, "startTime": 2, "exclusive": 7}, "exclusive must be 0, 1 or 2"),
     # integers beyond what Go decodes (and a job DB or Parquet column holds): one-line FormatErrors
-    ({"cluster": "c", "jobId": 2**63, "startTime": 2}, "meta.json: jobId must be a 64-bit integer, got one of 19 digits"),
+    ({"cluster": "c", "jobId": 2**63, "startTime": 2},
+     "meta.json: jobId must be a 64-bit integer, got one of 19 digits"),
     ({"cluster": "c", "jobId": 1, "startTime": -(2**63) - 1}, "meta.json: startTime must be a 64-bit integer"),
     ({"cluster": "c", "jobId": 1, "startTime": 2, "duration": 1e300}, "meta.json: duration must be a 64-bit integer"),
     ({"cluster": "c", "jobId": 1, "startTime": 2, "energy": 10**400},
      "meta.json: energy: an integer of 401 digits is beyond the float64 range"),
     ({"cluster": "c", "jobId": 1, "startTime": 2, "statistics": {"m": {"avg": -(10**309)}}},
      "meta.json: statistics.m.avg: an integer of 310 digits is beyond the float64 range"),
-    ({"cluster": "c", "jobId": 1, "startTime": 2, "footprint": {"x_avg": 10**400}}, "meta.json: footprint.x_avg: an integer"),
+    ({"cluster": "c", "jobId": 1, "startTime": 2, "footprint": {"x_avg": 10**400}},
+     "meta.json: footprint.x_avg: an integer"),
     ({"cluster": "c", "jobId": 1, "startTime": 2, "resources": [{"hostname": "a", "hwthreads": [0, 2**64]}]},
      r"meta.json: resources\[0\].hwthreads must be an array of 64-bit integers"),
 ])
