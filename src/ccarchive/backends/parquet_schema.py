@@ -339,7 +339,8 @@ def parquet_writer(table_name: str, where: Any, schema: pa.Schema | None = None)
     if table_name == "series":
         statistics = [f.name for f in schema if f.name != "data"]
     return pq.ParquetWriter(where, schema, compression="zstd", compression_level=ZSTD_LEVEL,
-                            write_statistics=statistics, write_page_index=True, use_dictionary=dictionary, memory_pool=writer_pool(),
+                            write_statistics=statistics, write_page_index=True, use_dictionary=dictionary,
+                            memory_pool=writer_pool(),
                             sorting_columns=[pq.SortingColumn(schema.get_field_index(k))
                                              for k in _SORT[table_name][:2]])
 
