@@ -250,11 +250,13 @@ def _mutate(path, value):
     (("metricConfig", 3, "scope"), "foo", "metricConfig[3] (flops_any): invalid scope 'foo'"),
     (("metricConfig", 3, "timestep"), 0, "metricConfig[3] (flops_any): 'timestep' must be >= 1, got 0"),
     (("metricConfig", 3, "timestep"), KeyError, "metricConfig[3] (flops_any): 'timestep' must be >= 1"),
-    (("metricConfig", 3, "timestep"), 60.5, "metricConfig[3] (flops_any): 'timestep' must be an integer"),
+    (("metricConfig", 3, "timestep"), 60.5, "metricConfig[3] (flops_any): 'timestep' must be a 64-bit integer"),
+    (("metricConfig", 3, "timestep"), 2**63, "metricConfig[3] (flops_any): 'timestep' must be a 64-bit integer"),
     (("metricConfig", 3, "aggregation"), "max", "metricConfig[3] (flops_any): invalid aggregation 'max'"),
     (("metricConfig", 3, "aggregation"), KeyError, "metricConfig[3] (flops_any): missing aggregation"),
     (("metricConfig", 3, "footprint"), "median", "metricConfig[3] (flops_any): invalid footprint 'median'"),
     (("metricConfig", 3, "peak"), "high", "metricConfig[3] (flops_any): 'peak' must be a finite"),
+    (("metricConfig", 3, "peak"), 10**400, "metricConfig[3] (flops_any): 'peak' must be a finite number, got a number"),
     (("metricConfig", 3, "unit"), "GB", "metricConfig[3] (flops_any).unit: expected an object, got a string"),
     (("metricConfig", 3, "name"), "", "metricConfig[3]: 'name' must not be empty"),
     (("metricConfig", 0, "subClusters", 1, "footprint"), "x",
@@ -264,7 +266,9 @@ def _mutate(path, value):
     (("subClusters",), [], "'subClusters' must not be empty"),
     (("subClusters", 1, "nodes"), "f[2157-188]", "subClusters[1] (spr1tb): invalid nodes: range"),
     (("subClusters", 0, "topology", "node"), [0, "1"],
-     "subClusters[0] (main).topology: 'node' must be an array of integers"),
+     "subClusters[0] (main).topology: 'node' must be an array of 64-bit integers"),
+    (("subClusters", 0, "topology", "node"), [0, -(2**63) - 1],
+     "subClusters[0] (main).topology: 'node' must be an array of 64-bit integers"),
 ])
 def test_invalid_config_one_line_error(path, value, message):
     with pytest.raises(ClusterConfigError) as info:

@@ -19,14 +19,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from .errors import ClusterConfigError
-from .formats.gojson import go_float64, go_string
+from .errors import ClusterConfigError, FormatError
+from .formats.gojson import fits_go_int, go_float64, go_number, go_string
 from .model import SCOPE_GRANULARITY, Unit
 
 AGGREGATIONS = ("sum", "avg")
@@ -336,13 +337,28 @@ _SPECS: dict[type, list[tuple[str, str, Any, bool]]] = {
                       ("coresPerSocket", "int"), ("threadsPerCore", "int")),
     Cluster: _spec(("name", "str"), ("metricConfig", [MetricConfig]), ("subClusters", [SubCluster])),
 }
-_IS_INT = lambda x: type(x) is int  # noqa: E731  (bool is not an int in Go)
+_IS_INT = lambda x: type(x) is int and fits_go_int(x)  # noqa: E731  (bool is not an int in Go)
+
+
+def _is_finite_number(v: Any) -> bool:
+    """A JSON number Go decodes into a float64 (an integer too; not one beyond the float range)."""
+    if type(v) is float:
+        return math.isfinite(v)
+    if type(v) is not int:  # bool is not a number in Go
+        return False
+    try:
+        go_number(v)
+    except FormatError:
+        return False
+    return True
+
+
 _CHECKS: dict[str, tuple[str, Any]] = {
     "str": ("a string", lambda v: isinstance(v, str)),
     "bool": ("a boolean", lambda v: isinstance(v, bool)),
-    "int": ("an integer", _IS_INT),
-    "float": ("a finite number", lambda v: (_IS_INT(v) or type(v) is float) and abs(v) != float("inf")),
-    "ints": ("an array of integers", lambda v: isinstance(v, list) and all(map(_IS_INT, v))),
+    "int": ("a 64-bit integer", _IS_INT),
+    "float": ("a finite number", _is_finite_number),
+    "ints": ("an array of 64-bit integers", lambda v: isinstance(v, list) and all(map(_IS_INT, v))),
     "strs": ("an array of strings", lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)),
     "groups": ("an array of integer arrays", lambda v: isinstance(v, list) and all(
         isinstance(g, list) and all(map(_IS_INT, g)) for g in v)),
