@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -143,6 +144,19 @@ def test_environment_and_cli_overrides_with_precedence(tmp_path: Path):
      "config.json: ccarchive.grace-period: expected a duration"),
     ({"ccarchive": {"sources": {"*": {"kind": "synthetic"}}}}, {"CCARCHIVE_SHUTDOWN_TIMEOUT": "-5"},
      "CCARCHIVE_SHUTDOWN_TIMEOUT: ccarchive.shutdown-timeout: must not be negative"),
+    # durations no timer takes (found by mutating the example: an OverflowError escaped)
+    ({"ccarchive": {"sources": {"*": {"kind": "synthetic"}}, "grace-period": 10**400}}, {},
+     "config.json: ccarchive.grace-period: expected a duration of at most 100 years"),
+    ({"ccarchive": {"sources": {"*": {"kind": "synthetic"}}, "grace-period": math.inf}}, {},
+     "config.json: ccarchive.grace-period: expected a duration of at most 100 years"),
+    ({"ccarchive": {"sources": {"*": {"kind": "synthetic"}}, "grace-period": math.nan}}, {},
+     "config.json: ccarchive.grace-period: expected a duration of at most 100 years"),
+    ({"ccarchive": {"sources": {"*": {"kind": "synthetic"}}, "shutdown-timeout": "99999999999d"}}, {},
+     "config.json: ccarchive.shutdown-timeout: expected a duration of at most 100 years"),
+    ({"ccarchive": None, "metric-store-external": [{"scope": ["fritz"], "url": "http://ccms:8082"}]}, {},
+     "config.json: metric-store-external[0].scope must be a string, got ['fritz']"),
+    ({"ccarchive": None, "metric-store-external": [{"scope": "*", "url": "http://ccms:8082", "token": {"a": 1}}]}, {},
+     "config.json: metric-store-external[0].token must be a string"),
     ({"ccarchive": {"sources": {"*": {"kind": "synthetic"}}, "listen": "8090"}}, {},
      "config.json: ccarchive.listen: expected \"host:port\""),
     ({"ccarchive": {"sources": {"*": {"kind": "synthetic"}}, "log-format": "xml"}}, {},

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -161,20 +162,30 @@ def _parquet_url(v: _Values, wanted: bool) -> str | None:
     return "parquet+" + (url if "://" in url else str(Path(url).absolute()))
 
 
+#: The longest duration a setting may have (100 years): beyond it a typo, and beyond what timers take.
+MAX_DURATION_S = 100 * 365 * 86400
+
+
 def parse_duration(value: Any, what: str) -> float:
     """Seconds from a number or a duration string such as ``"90s"``, ``"5m"``, ``"1h30m"``, ``"2d"``."""
     if isinstance(value, bool):
         raise ConfigError(f"{what}: expected a duration (seconds or e.g. \"5m\"), got {value!r}")
+    seconds: float | None = None
     if isinstance(value, (int, float)):
         if value < 0:
             raise ConfigError(f"{what}: must not be negative, got {value!r}")
-        return float(value)
-    if isinstance(value, str):
+        seconds = float(value) if isinstance(value, float) or value <= MAX_DURATION_S else math.inf
+    elif isinstance(value, str):
         text = value.strip()
         if re.fullmatch(r"\d+(\.\d+)?", text):
-            return float(text)
-        if text and _DURATION.sub("", text) == "":
-            return sum(float(n) * _UNIT_S[u] for n, u in _DURATION.findall(text))
+            seconds = float(text)
+        elif text and _DURATION.sub("", text) == "":
+            seconds = sum(float(n) * _UNIT_S[u] for n, u in _DURATION.findall(text))
+    if seconds is not None:
+        if not seconds <= MAX_DURATION_S:  # NaN, infinity and more than a lifetime alike
+            raise ConfigError(f"{what}: expected a duration of at most {MAX_DURATION_S // 86400 // 365:.0f} years, "
+                              f"got {value!r}")
+        return seconds
     raise ConfigError(f"{what}: expected a duration (seconds or e.g. \"30s\", \"5m\", \"2h\", \"1d\"), "
                       f"got {value!r}")
 

@@ -106,6 +106,9 @@ def routes_from_cc_backend(metric_store_external: list[dict[str, Any]], **option
     for n, entry in enumerate(metric_store_external):
         if not isinstance(entry, dict) or not entry.get("scope") or not entry.get("url"):
             raise InputError(f"metric-store-external[{n}] needs \"scope\" and \"url\", got {entry!r}")
+        wrong = [k for k in ("scope", "url", "token") if entry.get(k) is not None and not isinstance(entry[k], str)]
+        if wrong:
+            raise InputError(f"metric-store-external[{n}].{wrong[0]} must be a string, got {entry[wrong[0]]!r}")
         routes[entry["scope"]] = {"kind": "cc-metric-store", "url": entry["url"],
-                                  "token": entry.get("token", ""), **options}
+                                  "token": entry.get("token") or "", **options}
     return {"kind": "router", "routes": routes}
