@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 import numpy as np
@@ -26,11 +27,14 @@ from ccarchive.model import Job, JobData, JobMetric, Unit
 # decode_job_metric: the column-wise fast path against the per-series loop
 
 
-def _decode(raw: str, slow: bool, monkeypatch: pytest.MonkeyPatch) -> JobData | str:
-    """The decoded job, or the FormatError's message; ``slow``: the fast path switched off."""
+def _decode(raw: str, slow: bool, monkeypatch: pytest.MonkeyPatch, lift: bool = True) -> JobData | str:
+    """The decoded job, or the FormatError's message; ``slow``: the fast path switched off;
+    ``lift``: series objects in Go's compact layout taken out of the skeleton by the regex."""
     with monkeypatch.context() as m:
         if slow:
             m.setattr(data_fmt, "_usual_series", lambda series, arrays: None)
+        if not lift:
+            m.setattr(data_fmt, "_GO_SERIES", re.compile(r"(?!)" + "()" * 7))
         try:
             return decode_job_data(raw)
         except FormatError as e:
@@ -59,10 +63,19 @@ def _plain(data: JobData | str) -> Any:
 
 
 def _same_both_ways(doc: Any, monkeypatch: pytest.MonkeyPatch) -> JobData | str:
-    raw = doc if isinstance(doc, str) else json.dumps(doc)
-    fast, slow = _decode(raw, False, monkeypatch), _decode(raw, True, monkeypatch)
-    assert _plain(fast) == _plain(slow)
-    return fast
+    """Decoded column-wise (series lifted out of the skeleton or not) and by the per-series loop:
+    the same result or error; an object is tried as ``json`` writes it and as compactly as Go
+    does (only that form is lifted)."""
+    texts = [doc] if isinstance(doc, str) else [json.dumps(doc), json.dumps(doc, separators=(",", ":"))]
+    first: JobData | str | None = None
+    for raw in texts:
+        fast = _decode(raw, False, monkeypatch)
+        slow, unlifted = _decode(raw, True, monkeypatch), _decode(raw, False, monkeypatch, False)
+        assert _plain(fast) == _plain(slow) == _plain(unlifted)
+        first = fast if first is None else first
+        assert _plain(fast) == _plain(first)
+    assert first is not None
+    return first
 
 
 def _series(n: int, width: int = 4, **overrides: Any) -> list[dict[str, Any]]:
@@ -148,6 +161,38 @@ def test_ragged_and_shuffled_rows_decode_as_the_loop_decodes_them(monkeypatch: p
     # rows whose arrays are not adjacent in the text (statisticsSeries arrays in between)
     raw = json.dumps(_doc(_series(3), statisticsSeries={"min": [1, 2], "max": [3, 4], "median": [2, 3]}))
     _same_both_ways(raw.replace('"series"', '"statisticsSeries2": {"a": [9, 9]}, "series"'), monkeypatch)
+
+
+def test_go_layout_series_are_lifted_out_of_the_skeleton(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Compact text in Go's layout: every block's series come from the lifted columns (no dict
+    per series); a series-shaped object anywhere else, or a list mixing lifted and other items,
+    is decoded again without lifting, to the same result."""
+    lifted = []
+    real = data_fmt._LiftedSeries.columns
+    monkeypatch.setattr(data_fmt._LiftedSeries, "columns",
+                        lambda self, s, a: lifted.append(r := real(self, s, a)) or r)
+    doc = _doc(_series(5))
+    no_ids = [{k: v for k, v in s.items() if k != "id"} for s in _series(3)]  # Go leaves a nil id out
+    doc["mem"] = {"socket": {"unit": {"base": "B"}, "timestep": 60, "series": no_ids}}
+    compact = json.dumps(doc, separators=(",", ":"))
+    got = decode_job_data(compact)
+    assert len(lifted) == 2 and all(c is not None for c in lifted)
+    assert got["mem"]["socket"].ids == [None, None, None] and got["cpu_load"]["node"].ids == list("01234")
+    monkeypatch.undo()
+    _same_both_ways(compact, monkeypatch)
+    # a series-shaped object where no series list holds it (an unknown member of a block)
+    extra = _doc(_series(2), extra={"hostname": "x", "statistics": {"min": 1.0, "avg": 1.0, "max": 1.0},
+                                    "data": [1.0]})
+    _same_both_ways(json.dumps(extra, separators=(",", ":")), monkeypatch)
+    # a list mixing lifted objects and others (an escaped hostname is not lifted)
+    mixed = _series(3)
+    mixed[1]["hostname"] = 'n"1'
+    _same_both_ways(json.dumps(_doc(mixed), separators=(",", ":")), monkeypatch)
+    # statistics as Go may write them: integers, exponents, negative zero
+    odd = _series(2)
+    odd[0]["statistics"] = {"min": 0, "avg": -0.0, "max": 12345678901234567}
+    odd[1]["statistics"] = {"min": 1e-7, "avg": 2.5e21, "max": 1e308}
+    assert isinstance(_same_both_ways(_doc(odd), monkeypatch), dict)
 
 
 def test_error_messages_of_the_loop_are_kept(monkeypatch: pytest.MonkeyPatch) -> None:
