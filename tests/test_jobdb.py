@@ -200,6 +200,30 @@ def test_reads_rows_written_like_go(db: JobDB) -> None:
         db.get_job(999)
 
 
+@pytest.mark.parametrize(("column", "value", "message"), [
+    ("start_time", "abc", "column start_time must be an integer, got 'abc'"),
+    ("duration", 1.5, "column duration must be an integer, got 1.5"),
+    ("num_nodes", b"\x01", "column num_nodes must be an integer"),
+    ("cluster_partition", b"\xff", "column cluster_partition must be text"),
+    ("energy", "x", "column energy must be a number, got 'x'"),
+    ("resources", '[{"hostname":"f0001","hwthreads":["a"]}]', "hwthreads of 'f0001' are not an array of integers"),
+    ("resources", '[{"hostname":"f0001","accelerators":[1]}]', "accelerators of 'f0001' are not an array of strings"),
+    ("resources", b"\xff\xfe", "column resources is invalid: 'utf-8' codec"),
+    ("footprint", '{"a": 1e999}', "column footprint is invalid: not an object of finite numbers"),
+    ("footprint", "{", "column footprint is invalid: Expecting property name"),
+])
+def test_a_row_of_the_wrong_types_is_a_one_line_job_db_error(db: JobDB, column: str, value: object,
+                                                              message: str) -> None:
+    """SQLite keeps any value in any column: a row another program wrote with a string where Go
+    scans an int64 names its job and column instead of failing later with a TypeError."""
+    (db_id,) = db.insert_jobs([make_job()])
+    with raw(db.path) as c:
+        c.execute(f"UPDATE job SET {column} = ? WHERE id = ?", (value, db_id))
+    with pytest.raises(JobDBError, match=f"job id {db_id}: ") as info:
+        db.get_job(db_id)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
 def test_mark_archived_writes_exactly_four_columns(db: JobDB) -> None:
     db_id = db.insert_job(make_job(footprint=None, meta_data={"jobName": "x"}))
     c = raw(db.path)

@@ -103,3 +103,45 @@ def test_mutated_service_config(tmp_path: Path) -> None:
         load_config(str(path), env=ENV)
 
     assert _only_our_errors(config, _variants(doc, 40)) > ROUNDS // 4
+
+
+def test_mutated_job_db_rows_fail_their_job_with_a_named_cause(tmp_path: Path) -> None:
+    """Rows of cc-backend's job DB with a value of another type or shape in one column (SQLite
+    keeps anything anywhere): the worker reports each job done or failed for a reason it names
+    (job DB, cluster config, input), never an internal error, and writes nothing outside the archive."""
+    import sqlite3
+
+    from ccarchive.archive import open_archive
+    from ccarchive.demo import embedded_cluster
+    from ccarchive.jobdb import JobDB
+    from ccarchive.sources.synthetic import synthetic_job
+    from ccarchive.worker import JobRef, WorkerConfig, archive_one, open_environment
+
+    rng = random.Random(50)
+    cluster = embedded_cluster("fritz")
+    open_archive(str(tmp_path / "archive"), create=True).store_cluster(cluster)
+    db = JobDB.create(tmp_path / "job.db")
+    ids = db.insert_jobs([synthetic_job(cluster, "main", 700 + i, 1_767_225_600 + 97 * i, 1, 600, seed=i)
+                          for i in range(60)])
+    cfg = WorkerConfig(job_db=str(tmp_path / "job.db"), archive_url=str(tmp_path / "archive"),
+                       state_db=str(tmp_path / "state.db"), source={"kind": "synthetic"})
+    env = open_environment(cfg)
+    columns = ["job_id", "cluster", "subcluster", "start_time", "hpc_user", "cluster_partition", "array_job_id",
+               "duration", "walltime", "shared", "smt", "num_nodes", "num_hwthreads", "num_acc", "energy",
+               "footprint", "energy_footprint", "resources", "meta_data", "submit_time"]
+    values: list[Any] = [-1, 0, 2**62, 1.5, "", "x", "../../etc", "a/b", "[]", "{}", "null", "[1]", b"\xff\xfe",
+                         '[{"hostname":"f0101","hwthreads":["a"]}]', '[{"hostname":"../x"}]', '{"a": 1e999}',
+                         '[{"hostname":"f0101","accelerators":[1]}]', '{"a": "x"}', "NaN"]
+    reasons = []
+    with sqlite3.connect(tmp_path / "job.db", isolation_level=None) as conn:
+        for db_id in ids:
+            try:
+                conn.execute(f"UPDATE job SET {rng.choice(columns)} = ? WHERE id = ?", (rng.choice(values), db_id))
+            except sqlite3.IntegrityError:  # a NOT NULL or UNIQUE column refused it
+                pass
+            msg = archive_one(JobRef(db_id, 1), cfg, env, lambda: False)
+            assert msg.reason != "internal", msg.message
+            reasons.append(msg.reason or msg.kind)
+    assert {"job-db", "done"} <= set(reasons)
+    written = {p.relative_to(tmp_path).parts[0] for p in tmp_path.rglob("*") if p.is_file()}
+    assert written <= {"archive", "job.db", "job.db-wal", "job.db-shm", "state.db", "state.db-wal", "state.db-shm"}

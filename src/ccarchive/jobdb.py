@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import CcArchiveError, FormatError, TransientError
-from .formats.gojson import go_float64, go_string
+from .formats.gojson import fits_go_int, go_float64, go_string
 from .model import (
     MONITORING_ARCHIVED,
     MONITORING_ARCHIVING_FAILED,
@@ -33,6 +33,7 @@ from .model import (
     Resource,
     Tag,
 )
+from .names import shown
 
 SCHEMA_VERSION = 11
 
@@ -245,24 +246,77 @@ def _decode(value: Any) -> Any:
     return json.loads(value)
 
 
+def _resource(i: Any) -> Resource:
+    """One element of the ``resources`` column, typed as Go's ``schema.Resource``."""
+    if not isinstance(i, dict) or not isinstance(i.get("hostname"), str):
+        raise ValueError("not an array of objects with a hostname")
+    hw, acc, conf = i.get("hwthreads"), i.get("accelerators"), i.get("configuration")
+    if hw is not None and not (isinstance(hw, list) and all(type(h) is int and fits_go_int(h) for h in hw)):
+        raise ValueError(f"hwthreads of {i['hostname']!r} are not an array of integers")
+    if acc is not None and not (isinstance(acc, list) and all(isinstance(a, str) for a in acc)):
+        raise ValueError(f"accelerators of {i['hostname']!r} are not an array of strings")
+    if conf is not None and not isinstance(conf, str):
+        raise ValueError(f"configuration of {i['hostname']!r} is not a string")
+    return Resource(i["hostname"], conf or "", hw, acc)
+
+
 def _decode_column(name: str, value: Any) -> Any:
     """Decode and type-check one JSON column; ValueError says what is wrong."""
     v = _decode(value)
     if v is None:
         return None
     if name == "resources":
-        if not isinstance(v, list) or not all(isinstance(i, dict) and isinstance(i.get("hostname"), str)
-                                              for i in v):
+        if not isinstance(v, list):
             raise ValueError("not an array of objects with a hostname")
-        return [Resource(i["hostname"], i.get("configuration") or "", i.get("hwthreads"),
-                         i.get("accelerators")) for i in v]
+        return [_resource(i) for i in v]
     if name == "meta_data":
         if not isinstance(v, dict) or not all(isinstance(x, str) for x in v.values()):
             raise ValueError("not an object of strings")
         return v
-    if not isinstance(v, dict) or not all(type(x) in (int, float) for x in v.values()):
-        raise ValueError("not an object of numbers")
+    if not isinstance(v, dict) or not all((type(x) is float and math.isfinite(x)) or (type(x) is int and fits_go_int(x))
+                                          for x in v.values()):
+        raise ValueError("not an object of finite numbers")
     return {k: float(x) for k, x in v.items()}
+
+
+#: Columns of ``job`` by the Go type cc-backend scans them into: SQLite keeps any value in any
+#: column, so a row written by something else can hold a string where Go expects an int64.
+_INT_COLUMNS = ("id", "job_id", "start_time", "array_job_id", "duration", "walltime", "monitoring_status", "smt",
+                "num_nodes", "num_hwthreads", "num_acc", "submit_time")
+_TEXT_COLUMNS = ("cluster", "subcluster", "hpc_user", "project", "cluster_partition", "job_state", "shared")
+
+
+def job_from_row(r: Mapping[str, Any], where: str, tags: list[Tag] | None = None) -> Job:
+    """A :class:`Job` from a ``job`` (or ``job_cache``) row given by column name (columns not
+    read count as NULL); JobDBError ``<where>: column <name> ...`` for a value of the wrong type."""
+    for name in _INT_COLUMNS:
+        v = r.get(name)
+        if v is not None and type(v) is not int:
+            raise JobDBError(f"{where}: column {name} must be an integer, got {shown(v)}")
+    for name in _TEXT_COLUMNS:
+        v = r.get(name)
+        if v is not None and not isinstance(v, str):
+            raise JobDBError(f"{where}: column {name} must be text, got {shown(v)}")
+    energy = r.get("energy")
+    if energy is not None and (type(energy) not in (int, float) or not math.isfinite(energy)):
+        raise JobDBError(f"{where}: column energy must be a number, got {shown(energy)}")
+    decoded = {}
+    for name in ("resources", "footprint", "energy_footprint", "meta_data"):
+        try:
+            decoded[name] = _decode_column(name, r.get(name))
+        except ValueError as e:  # UnicodeDecodeError and JSONDecodeError included
+            raise JobDBError(f"{where}: column {name} is invalid: {e}") from e
+    return Job(
+        cluster=r["cluster"], sub_cluster=r["subcluster"], job_id=r["job_id"], start_time=r["start_time"],
+        user=r["hpc_user"], project=r["project"], resources=decoded["resources"] or [],
+        num_nodes=r["num_nodes"],
+        partition=r["cluster_partition"] or "", shared=r["shared"], job_state=r["job_state"], tags=tags or [],
+        energy_footprint=decoded["energy_footprint"], footprint=decoded["footprint"], meta_data=decoded["meta_data"],
+        energy=float(energy or 0.0), array_job_id=r["array_job_id"] or 0, walltime=r["walltime"] or 0,
+        duration=r["duration"] or 0, smt=r["smt"] or 0, monitoring_status=r["monitoring_status"],
+        num_acc=r["num_acc"] or 0, num_hwthreads=r["num_hwthreads"] or 0, id=r["id"],
+        submit_time=r.get("submit_time") or 0,
+    )
 
 
 def _reopen(path: str, busy_timeout_ms: int) -> JobDB:
@@ -429,23 +483,7 @@ class JobDB:
 
     def _job(self, row: tuple[Any, ...], tags: list[Tag]) -> Job:
         r = dict(zip(_READ_COLUMNS, row, strict=True))
-        db_id = r["id"]
-        for name in ("resources", "footprint", "energy_footprint", "meta_data"):
-            try:
-                r[name] = _decode_column(name, r[name])
-            except ValueError as e:
-                raise JobDBError(f"job DB {self.path}: job id {db_id}: column {name} is invalid: {e}") from e
-        return Job(
-            cluster=r["cluster"], sub_cluster=r["subcluster"], job_id=r["job_id"], start_time=r["start_time"],
-            user=r["hpc_user"], project=r["project"], resources=r["resources"] or [],
-            num_nodes=r["num_nodes"],
-            partition=r["cluster_partition"] or "", shared=r["shared"], job_state=r["job_state"], tags=tags,
-            energy_footprint=r["energy_footprint"], footprint=r["footprint"], meta_data=r["meta_data"],
-            energy=float(r["energy"] or 0.0), array_job_id=r["array_job_id"] or 0, walltime=r["walltime"],
-            duration=r["duration"], smt=r["smt"] or 0, monitoring_status=r["monitoring_status"],
-            num_acc=r["num_acc"] or 0, num_hwthreads=r["num_hwthreads"] or 0, id=db_id,
-            submit_time=r["submit_time"] or 0,
-        )
+        return job_from_row(r, f"job DB {self.path}: job id {r['id']}", tags)
 
     def _update(self, what: str, sql: str, params: Sequence[Any], db_id: int) -> None:
         with self._conns.write(what) as conn:

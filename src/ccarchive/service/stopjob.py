@@ -25,8 +25,8 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
-from ..jobdb import JOB_COLUMNS, SQLiteConnections
-from ..model import JOB_STATES, MONITORING_DISABLED, Job, Resource
+from ..jobdb import JOB_COLUMNS, SQLiteConnections, job_from_row
+from ..model import JOB_STATES, MONITORING_DISABLED, Job
 
 _INT64 = (-(2**63), 2**63 - 1)
 _FIELDS = {"jobid": "jobId", "cluster": "cluster", "starttime": "startTime", "jobstate": "jobState",
@@ -149,27 +149,11 @@ def parse_stop_request(body: bytes | str) -> StopRequest:
                        state=string("jobState") or "", stop_time=integer("stopTime") or 0)
 
 
-def _json_column(value: Any) -> Any:
-    if value is None:
-        return None
-    if isinstance(value, (bytes, memoryview)):
-        value = bytes(value).decode("utf-8")
-    return json.loads(value) if value.strip() else None
-
-
 def _job_from_row(row: tuple[Any, ...]) -> Job:
     """A ``Job`` from ``JOB_COLUMNS`` (what cc-backend's ``scanJob`` reads: no meta_data, tags,
     submit_time or energy_footprint)."""
     r = dict(zip(JOB_COLUMNS, row, strict=True))
-    resources = [Resource(x["hostname"], x.get("configuration") or "", x.get("hwthreads"), x.get("accelerators"))
-                 for x in _json_column(r["resources"]) or []]
-    return Job(cluster=r["cluster"], sub_cluster=r["subcluster"], job_id=r["job_id"], start_time=r["start_time"],
-               user=r["hpc_user"], project=r["project"], resources=resources, num_nodes=r["num_nodes"],
-               partition=r["cluster_partition"] or "", shared=r["shared"], job_state=r["job_state"],
-               footprint=_json_column(r["footprint"]), energy=float(r["energy"] or 0.0),
-               array_job_id=r["array_job_id"] or 0, walltime=r["walltime"] or 0, duration=r["duration"] or 0,
-               smt=r["smt"] or 0, monitoring_status=r["monitoring_status"], num_acc=r["num_acc"] or 0,
-               num_hwthreads=r["num_hwthreads"] or 0, id=r["id"])
+    return job_from_row(r, f"job DB: id {r['id']}")
 
 
 def _find(conn: sqlite3.Connection, table: str, req: StopRequest) -> tuple[Any, ...] | None:
