@@ -25,10 +25,10 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
+from ..formats.gojson import fits_go_int
 from ..jobdb import JOB_COLUMNS, SQLiteConnections, job_from_row
 from ..model import JOB_STATES, MONITORING_DISABLED, Job
 
-_INT64 = (-(2**63), 2**63 - 1)
 _FIELDS = {"jobid": "jobId", "cluster": "cluster", "starttime": "startTime", "jobstate": "jobState",
            "stoptime": "stopTime"}
 #: Columns cc-backend's ``TransferCachedJobToMain`` copies from job_cache to job (jobCreate.go).
@@ -130,7 +130,7 @@ def parse_stop_request(body: bytes | str) -> StopRequest:
         v = values.get(name)
         if v is None:
             return None
-        if isinstance(v, bool) or not isinstance(v, int) or not _INT64[0] <= v <= _INT64[1]:
+        if isinstance(v, bool) or not isinstance(v, int) or not fits_go_int(v):
             what = "number " + json.dumps(v) if type(v) in (int, float) else _json_type(v)
             raise bad(f"json: cannot unmarshal {what} into Go struct field StopJobAPIRequest.{name} of type int64")
         return v
