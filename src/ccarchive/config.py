@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, InputError
+from .names import shown
 
 #: Keys of the ``ccarchive`` section and their defaults (docs/operations.md, section Configuration, explains each one;
 #: durations are seconds or "30s", "5m", "2h", "1d"; ``reconcile-interval`` false = at start only,
@@ -184,7 +185,7 @@ def parse_duration(value: Any, what: str) -> float:
     if seconds is not None:
         if not seconds <= MAX_DURATION_S:  # NaN, infinity and more than a lifetime alike
             raise ConfigError(f"{what}: expected a duration of at most {MAX_DURATION_S // 86400 // 365:.0f} years, "
-                              f"got {value!r}")
+                              f"got {shown(value)}")
         return seconds
     raise ConfigError(f"{what}: expected a duration (seconds or e.g. \"30s\", \"5m\", \"2h\", \"1d\"), "
                       f"got {value!r}")
