@@ -40,9 +40,8 @@ def go_number(v: int | float) -> float:
     range (Go refuses it; Python's ``float`` raises OverflowError)."""
     try:
         return float(v)
-    except OverflowError:
-        raise FormatError(f"{v:.6g} is beyond the float64 range" if isinstance(v, float) else
-                          f"an integer of {len(str(abs(v)))} digits is beyond the float64 range") from None
+    except OverflowError:  # only an int overflows here
+        raise FormatError(f"an integer of {len(str(abs(v)))} digits is beyond the float64 range") from None
 
 
 def go_string(s: str) -> str:
