@@ -83,13 +83,13 @@ def _aggregate(data, lengths, groups, n_groups, mode):
     return out, out_lengths
 
 
-@njit(_SIGS, cache=True)
+@njit(_SIGS, cache=True, nogil=True)
 def aggregate_serial(data, lengths, groups, n_groups, mode):
     """``aggregate`` on the calling thread only."""
     return _aggregate(data, lengths, groups, n_groups, mode)
 
 
-@njit(_SIGS, parallel=True, cache=True)
+@njit(_SIGS, parallel=True, cache=True, nogil=True)
 def aggregate(data, lengths, groups, n_groups, mode):
     """Sum (mode 0) or average (mode 1) the rows of ``data`` into ``n_groups`` output rows.
 

@@ -89,7 +89,7 @@ def _put_null(buf, pos):  # pragma: no cover - compiled
     return pos + 4
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def _grow(buf, need):  # pragma: no cover - compiled
     cap = buf.shape[0] * 2
     if cap < need:
@@ -123,7 +123,7 @@ def _put_row(buf, pos, data, i, m, pairs):  # pragma: no cover - compiled
     return pos + 1
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def encode_rows_kernel(data, lengths, pairs):  # pragma: no cover - compiled
     """Rows of float64 -> JSON arrays of float32 values with 2 decimals; rows with huge values
     are left empty and flagged in ``slow`` for the exact Python path."""
@@ -179,7 +179,7 @@ def _put_f64(buf, pos, x, pairs):  # pragma: no cover - compiled
     return _put_fixed2(buf, pos, _round_hundredths(x), math.copysign(1.0, x) < 0.0, pairs)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def format_f64_kernel(values, bounds, pairs, as_arrays):  # pragma: no cover - compiled
     """float64 values -> 2-decimal text.  ``as_arrays``: ``values[bounds[a]:bounds[a + 1]]`` as one
     ``[v,v,...]`` per array ``a``, with per-array offsets; otherwise values back to back with
@@ -250,7 +250,7 @@ def _put_bytes(buf, pos, src, start, end):  # pragma: no cover - compiled
     return pos
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def encode_series_kernel(heads, head_offsets, stats, data, lengths, r0, r1, pairs):  # pragma: no cover
     """Series ``r0:r1`` of a block as Go's ``Series.MarshalJSON`` writes them, comma separated (a
     comma first unless ``r0 == 0``): head ``i`` (``heads[head_offsets[i]:head_offsets[i + 1]]``,

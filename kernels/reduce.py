@@ -295,13 +295,13 @@ def _series_stats(data, lengths):
     return count, vmin, mean, vmax
 
 
-@njit(_STATS_SIGS, cache=True)
+@njit(_STATS_SIGS, cache=True, nogil=True)
 def series_stats_serial(data, lengths):
     """``series_stats`` on the calling thread only."""
     return _series_stats(data, lengths)
 
 
-@njit(_STATS_SIGS, parallel=True, cache=True)
+@njit(_STATS_SIGS, parallel=True, cache=True, nogil=True)
 def series_stats(data, lengths):
     """Count, min, mean, max of the non-NaN samples of each row ``data[i, :lengths[i]]``.
 
@@ -349,13 +349,13 @@ def _mask_outside_float32(data):
     return replaced
 
 
-@njit(_MASK_SIGS, cache=True)
+@njit(_MASK_SIGS, cache=True, nogil=True)
 def mask_outside_float32_serial(data):
     """``mask_outside_float32`` on the calling thread only."""
     return _mask_outside_float32(data)
 
 
-@njit(_MASK_SIGS, parallel=True, cache=True)
+@njit(_MASK_SIGS, parallel=True, cache=True, nogil=True)
 def mask_outside_float32(data):
     """Replace samples whose float32 conversion overflows to +-Inf (``outside_float32``) by NaN, in
     place; return how many. Samples above FLT_MAX that still round to it are kept."""
@@ -369,7 +369,7 @@ def mask_outside_float32(data):
 # ---------------------------------------------------------------------------------------------------
 
 
-@njit("float64(float64)", cache=True)
+@njit("float64(float64)", cache=True, nogil=True)
 def round2_scalar(x):
     """Go's ``math.Round(x*100)/100``: x*100 in float64, round half away from zero, divide by 100."""
     y = x * 100.0
@@ -380,7 +380,7 @@ def round2_scalar(x):
     return t / 100.0
 
 
-@njit("float64[::1](float64[::1])", cache=True)
+@njit("float64[::1](float64[::1])", cache=True, nogil=True)
 def round2(x):
     """``round2_scalar`` of every element, as a new array."""
     out = np.empty(x.size, np.float64)
@@ -410,13 +410,13 @@ def _block_statistics(data, lengths):
     return masked, stats
 
 
-@njit(_BLOCK_SIGS, cache=True)
+@njit(_BLOCK_SIGS, cache=True, nogil=True)
 def block_statistics_serial(data, lengths):
     """``block_statistics`` on the calling thread only."""
     return _block_statistics(data, lengths)
 
 
-@njit(_BLOCK_SIGS, parallel=True, cache=True)
+@njit(_BLOCK_SIGS, parallel=True, cache=True, nogil=True)
 def block_statistics(data, lengths):
     """``mask_outside_float32(data)``, then per row (min, mean, max) of ``series_stats``, each
     ``round2``-ed, and all three 0.0 for a row without samples: returns (masked, stats[n, 3]).

@@ -51,7 +51,7 @@ def _key_value(key):
     return np.int64(key ^ ((key >> 63) & _ABS_MASK)).view(np.float64)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _select(values, k, scratch_a, scratch_b):
     """The k-th smallest of ``values`` (int64 keys), which is left unchanged as a multiset.
 
@@ -190,13 +190,13 @@ def _statistics_series(data, lengths):
     return vmin, median, vmax, mean
 
 
-@njit(_SIGS, cache=True)
+@njit(_SIGS, cache=True, nogil=True)
 def statistics_series_serial(data, lengths):
     """``statistics_series`` on the calling thread only."""
     return _statistics_series(data, lengths)
 
 
-@njit(_SIGS, parallel=True, cache=True)
+@njit(_SIGS, parallel=True, cache=True, nogil=True)
 def statistics_series(data, lengths):
     """Per time step (vmin, median, vmax, mean) over the non-NaN values of ``data[:, t]``.
 
