@@ -6,8 +6,9 @@ arrays (what ``decode_job_data`` did before the kernel, and still does for an al
 object).  Two shapes: a 64-node job as the demo archives it (node scope, compact Go output) and
 cc-backend's real emmy test job (pretty-printed, 15-digit decimals).  ``load_data`` rows are the
 library call on a file archive, gunzip included (one core: the kernel and the inflater run on
-the caller's thread); its budget is >= 300 MB/s of JSON text, judged on the whole 7-day job (with
-``--quick`` only on emmy: a quarter of the job has the same per-series work on less text).
+the caller's thread; data.json.gz is inflated straight into the parse buffer); its budget is
+>= 300 MB/s of JSON text, judged on the whole 7-day job (with ``--quick`` only on emmy: a
+quarter of the job has the same per-series work on less text).
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ def _case_rows(case: str, archive: Any, key: tuple[str, int, int], repeats: int,
     t_isal = _best(lambda: compress.gunzip_bytes(gz), repeats)
     t_into = _best(lambda: compress.gunzip_array(gz), repeats)
     load = _row(case, "ccarchive load_data (file archive, .gz)", t_load, n, t_base,
-                "gunzip (ISA-L, to bytes) + decode" + ("" if judged else "; budget judged at full size"))
+                "gunzip (zlib-ng, into an array) + decode" + ("" if judged else "; budget judged at full size"))
     if judged:  # a quarter of the job: the per-series work (~5 ms for 1216 series) weighs more
         load["budget"] = f"load_data >= {LOAD_BUDGET_MBS:.0f} MB/s one core"
         load["pass"] = load["throughput"] >= LOAD_BUDGET_MBS

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import uuid
@@ -90,6 +91,10 @@ def test_gzip_rule_and_stale_file_removed(tmp_path: Path, demo_clusters):
     (d / "data.json").write_bytes(b"{}\n")
     archive_job(job, source=SyntheticSource(), archive=arch, cluster=demo_clusters["fritz"])
     assert sorted(p.name for p in d.iterdir()) == ["data.json.gz", "meta.json"]
+    # the decoder's read: inflated into a uint8 array, the same text as load_data_bytes
+    text = arch.load_data_text(job)
+    assert isinstance(text, np.ndarray) and text.dtype == np.uint8
+    assert text.tobytes() == arch.load_data_bytes(job) == gzip.decompress((d / "data.json.gz").read_bytes())
 
 
 def test_small_data_is_plain_json(tmp_path: Path, demo_clusters):
@@ -107,6 +112,7 @@ def test_small_data_is_plain_json(tmp_path: Path, demo_clusters):
     assert sorted(p.name for p in d.iterdir()) == ["data.json", "meta.json"]
     text = (d / "data.json").read_bytes()
     assert len(text) <= 2000 and text.endswith(b"}\n")
+    assert arch.load_data_text(job) == text  # plain data.json: its bytes
     assert json.loads(text)["cpu_load"]["node"]["series"][0]["statistics"] == {"min": 1.0, "avg": 1.5, "max": 2.0}
 
 

@@ -84,6 +84,7 @@ def test_api_reads_back_identical(tmp_path: Path):
         assert arch.exists(j.key)
         assert arch.load_meta_bytes(j.key) == j.meta
         assert arch.load_data_bytes(j.key) == j.data
+        assert bytes(arch.load_data_text(j.key)) == j.data  # gzipped rows inflate into an array
         assert arch.load_meta(j.key).key == j.key
         assert set(arch.load_data(j.key)) == set(__import__("json").loads(j.data))
     assert arch.clusters() == ["alex", "emmy", "fritz"]  # alex: config only (cc-backend would not see it)

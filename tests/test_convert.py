@@ -424,11 +424,11 @@ from ccarchive.convert import convert
 class DyingSource(JobArchive):
     # a real file archive whose read of one job kills the worker process doing it (as an
     # out-of-memory kill would); this process reads it fine
-    def load_data_bytes(self, job):
+    def load_data_text(self, job):
         if str(os.getpid()) != os.environ["CONVERTING_PROCESS"] and \
                 tuple(job) == (sys.argv[3], int(sys.argv[4]), int(sys.argv[5])):
             os._exit(9)
-        return super().load_data_bytes(job)
+        return super().load_data_text(job)
 
 if __name__ == "__main__":  # worker processes import this module too
     os.environ["CONVERTING_PROCESS"] = str(os.getpid())

@@ -243,6 +243,15 @@ def test_series_of_one_job_matches_json(twin_archives):
         want = block.series(i).astype(np.float32)
         got = np.array([np.nan if v is None else v for v in data], dtype=np.float32)
         np.testing.assert_array_equal(got, want)
+    # the samples are stored byte-stream-split: polars reads them too
+    pl = pytest.importorskip("polars")
+    frame = pl.scan_parquet(f"{root}/series/**/*.parquet", hive_partitioning=True).filter(
+        (pl.col("job_id") == job_id) & (pl.col("start_time") == start) & (pl.col("metric") == "flops_any")
+        & (pl.col("scope") == "node")).sort("series").collect()
+    assert frame.height == block.num_series
+    for i, data in enumerate(frame["data"].to_list()):
+        got = np.array([np.nan if v is None else v for v in data], dtype=np.float32)
+        np.testing.assert_array_equal(got, block.series(i).astype(np.float32))
     # and the library reader gives back the same bytes as the JSON archive for a sample of jobs
     for k in keys[:: len(keys) // 8]:
         assert pq_arch.load_meta_bytes(k) == json_arch.load_meta_bytes(k)

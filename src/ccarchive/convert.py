@@ -329,14 +329,17 @@ def _read_job(src: Archive, key: JobKey, decode: bool, verify: bool, retries: in
     r = _Read(key)
     try:
         r.meta_raw = with_retries(partial(src.load_meta_bytes, key), _label(key), retries, backoff)
-        r.data_raw = with_retries(partial(src.load_data_bytes, key), _label(key), retries, backoff)
-        r.size = len(r.meta_raw) + len(r.data_raw)
+        text = with_retries(partial(src.load_data_text if decode else src.load_data_bytes, key), _label(key),
+                            retries, backoff)
+        r.size = len(r.meta_raw) + len(text)
         r.job = decode_job_meta(r.meta_raw)
         if r.job.key != key:
             raise CcArchiveError(f"meta.json describes job {r.job.cluster}/{r.job.job_id}/{r.job.start_time}")
-        if decode:
-            r.data = decode_job_data(r.data_raw)
-            r.data_raw = b""  # the decoded arrays do not refer to it: free it now
+        if not decode:
+            r.data_raw = bytes(text)
+        else:
+            r.data = decode_job_data(text)  # the decoded arrays do not refer to the text
+            del text
             check_encodable(r.data)
             r.meta_digest = _digest(encode_job_meta(r.job))
             r.data_digest = data_digest(r.data) if verify else b""

@@ -365,6 +365,10 @@ class ParquetArchive:
         """data.json as ccarchive would write it for the stored job."""
         return encode_job_data(self.load_data(job))
 
+    def load_data_text(self, job: Job | JobKey) -> bytes | npt.NDArray[np.uint8]:
+        """The data.json text for the decoder (as :meth:`load_data_bytes`)."""
+        return self.load_data_bytes(job)
+
     def list_entries(self, cluster: str) -> Iterator[Entry]:
         for key in self.iter_job_keys(cluster):
             yield Entry(job_path(*key), key, ["data.json", "meta.json"])

@@ -330,16 +330,21 @@ def parquet_writer(table_name: str, where: Any, schema: pa.Schema | None = None)
     index, declared sort by job.  ``schema``: the table's own (``jobs`` files add flat columns).
 
     The samples (``series.data``) get no min/max statistics: no engine prunes on the elements
-    of a list, and computing them was a sixth of the time spent writing a series file."""
+    of a list, and computing them was a sixth of the time spent writing a series file.  They are
+    stored byte-stream-split (each float's bytes in four streams): zstd then writes a series file
+    about a third faster, and no larger (smaller for real, smooth series)."""
     schema = schema or SCHEMAS[table_name]
     dictionary: bool | list[str] = True
     if table_name != "jobs":  # series samples and statisticsSeries are floats: no dictionary
         dictionary = [f.name for f in schema if pa.types.is_string(f.type)]
     statistics: bool | list[str] = True
+    encoding: dict[str, str] | None = None
     if table_name == "series":
         statistics = [f.name for f in schema if f.name != "data"]
+        encoding = {"data.list.element": "BYTE_STREAM_SPLIT"}
     return pq.ParquetWriter(where, schema, compression="zstd", compression_level=ZSTD_LEVEL,
                             write_statistics=statistics, write_page_index=True, use_dictionary=dictionary,
+                            column_encoding=encoding,
                             memory_pool=writer_pool(),
                             sorting_columns=[pq.SortingColumn(schema.get_field_index(k))
                                              for k in _SORT[table_name][:2]])

@@ -199,7 +199,8 @@ class S3Archive(JobArchive):
 
 
 _PUBLIC = ("clusters", "has_cluster", "load_cluster", "load_cluster_bytes", "store_cluster", "exists",
-           "write_job", "write_encoded", "write_stream", "load_meta", "load_meta_bytes", "load_data_bytes", "load_data",
+           "write_job", "write_encoded", "write_stream", "load_meta", "load_meta_bytes", "load_data_bytes",
+           "load_data_text", "load_data",
            "iter_job_keys", "iter_jobs", "list_entries", "delete_job", "temporary_files")
 for _name in _PUBLIC:
     _fn = getattr(JobArchive, _name, None)

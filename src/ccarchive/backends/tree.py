@@ -33,7 +33,7 @@ from fsspec.implementations.local import LocalFileSystem
 from ..atomicio import TMP_PREFIX, AtomicFile, put_atomic
 from ..cluster import Cluster, encode_cluster, load_cluster
 from ..errors import ArchiveVersionError, ClusterConfigError, FormatError, InputError
-from ..formats.compress import GzipBlockWriter, gunzip_bytes, gzip_bytes, should_gzip
+from ..formats.compress import GzipBlockWriter, gunzip_array, gunzip_bytes, gzip_bytes, should_gzip
 from ..formats.data import decode_job_data, encode_job_data
 from ..formats.meta import decode_job_meta, encode_job_meta
 from ..model import Job, JobData
@@ -41,6 +41,8 @@ from ..names import check_cluster_name, check_job_key, is_cluster_name
 from . import ARCHIVE_VERSION, Entry, JobKey, WriteResult, job_path, parse_job_path
 
 if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
     import pyarrow as pa
 
 
@@ -297,8 +299,18 @@ class JobArchive:
         except FileNotFoundError:
             raise InputError(f"{self.url}: job {job_path(*_key(job))} has no data file") from None
 
+    def load_data_text(self, job: Job | JobKey) -> bytes | npt.NDArray[np.uint8]:
+        """The data.json text in the form the decoder reads fastest: data.json.gz inflated
+        straight into a uint8 array (no growing ``bytes``, no copy), data.json as its bytes."""
+        d = self.job_dir(job)
+        try:
+            return gunzip_array(self.fs.cat_file(posixpath.join(d, "data.json.gz")))
+        except FileNotFoundError:
+            pass
+        return self.load_data_bytes(job)
+
     def load_data(self, job: Job | JobKey) -> JobData:
-        raw = self.load_data_bytes(job)
+        raw = self.load_data_text(job)
         try:
             return decode_job_data(raw)
         except FormatError as e:
