@@ -287,27 +287,26 @@ class JobArchive:
         except FormatError as e:
             raise FormatError(f"{path}: {e}") from e
 
+    def _data_file(self, job: Job | JobKey) -> tuple[bytes, bool]:
+        """The stored data file and whether it is gzipped (data.json.gz preferred, as cc-backend does)."""
+        d = self.job_dir(job)
+        for name in ("data.json.gz", "data.json"):
+            try:
+                return self.fs.cat_file(posixpath.join(d, name)), name.endswith(".gz")
+            except FileNotFoundError:
+                pass
+        raise InputError(f"{self.url}: job {job_path(*_key(job))} has no data file")
+
     def load_data_bytes(self, job: Job | JobKey) -> bytes:
         """The decompressed data.json text (data.json.gz preferred, as cc-backend does)."""
-        d = self.job_dir(job)
-        try:
-            return gunzip_bytes(self.fs.cat_file(posixpath.join(d, "data.json.gz")))
-        except FileNotFoundError:
-            pass
-        try:
-            return bytes(self.fs.cat_file(posixpath.join(d, "data.json")))
-        except FileNotFoundError:
-            raise InputError(f"{self.url}: job {job_path(*_key(job))} has no data file") from None
+        raw, gzipped = self._data_file(job)
+        return gunzip_bytes(raw) if gzipped else bytes(raw)
 
     def load_data_text(self, job: Job | JobKey) -> bytes | npt.NDArray[np.uint8]:
         """The data.json text in the form the decoder reads fastest: data.json.gz inflated
         straight into a uint8 array (no growing ``bytes``, no copy), data.json as its bytes."""
-        d = self.job_dir(job)
-        try:
-            return gunzip_array(self.fs.cat_file(posixpath.join(d, "data.json.gz")))
-        except FileNotFoundError:
-            pass
-        return self.load_data_bytes(job)
+        raw, gzipped = self._data_file(job)
+        return gunzip_array(raw) if gzipped else bytes(raw)
 
     def load_data(self, job: Job | JobKey) -> JobData:
         raw = self.load_data_text(job)
