@@ -159,3 +159,17 @@ def test_read_back_equals_input_at_archive_precision(tmp_path: Path, demo_cluste
 def test_no_temp_files_after_writes(tmp_path: Path, demo_clusters):
     arch, job, _ = _archive_one(tmp_path, demo_clusters, 600)
     assert not [p for p in (tmp_path / "arch").rglob("*") if p.name.startswith(TMP_PREFIX)]
+
+
+def test_has_cluster_sees_a_cluster_stored_by_another_writer(tmp_path: Path, demo_clusters):
+    """has_cluster remembers what it has seen (the worker asks before every job), but never a
+    missing cluster: one stored later through another archive object is found."""
+    root = str(tmp_path / "arch")
+    worker_view = open_archive(root, create=True)
+    other = open_archive(root)
+    assert not worker_view.has_cluster("fritz")
+    other.store_cluster(demo_clusters["fritz"])
+    assert worker_view.has_cluster("fritz")
+    assert not worker_view.has_cluster("alex")
+    worker_view.store_cluster(demo_clusters["alex"])
+    assert worker_view.has_cluster("alex") and other.has_cluster("alex")

@@ -63,6 +63,9 @@ class JobArchive:
         self.root = root.rstrip("/") if root not in ("/", "") else root
         self._local = isinstance(fs, LocalFileSystem)
         self._clusters: dict[str, Cluster] = {}
+        #: clusters whose cluster.json this object has seen: the worker asks before every job, and
+        #: a cluster is never removed from an archive (on S3 each question is a request)
+        self._present: set[str] = set()
         self._check_version(create)
 
     # -- paths ---------------------------------------------------------------------------
@@ -145,7 +148,12 @@ class JobArchive:
         return sorted(out)
 
     def has_cluster(self, name: str) -> bool:
-        return bool(self.fs.exists(self._cluster_path(name, "cluster.json")))
+        if name in self._present:
+            return True
+        if self.fs.exists(self._cluster_path(name, "cluster.json")):
+            self._present.add(name)
+            return True
+        return False
 
     def load_cluster(self, name: str) -> Cluster:
         if name not in self._clusters:
@@ -160,6 +168,7 @@ class JobArchive:
     def store_cluster(self, cluster: Cluster) -> None:
         self._put(self._cluster_path(cluster.name, "cluster.json"), encode_cluster(cluster))
         self._clusters[cluster.name] = cluster
+        self._present.add(cluster.name)
 
     # -- jobs ------------------------------------------------------------------------------------
     def exists(self, job: Job | JobKey) -> bool:
