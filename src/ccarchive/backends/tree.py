@@ -63,8 +63,9 @@ class JobArchive:
         self.root = root.rstrip("/") if root not in ("/", "") else root
         self._local = isinstance(fs, LocalFileSystem)
         self._clusters: dict[str, Cluster] = {}
-        #: clusters whose cluster.json this object has seen: the worker asks before every job, and
-        #: a cluster is never removed from an archive (on S3 each question is a request)
+        #: clusters whose cluster.json was found (besides those loaded or stored, in ``_clusters``):
+        #: the worker asks before every job, a cluster is never removed from an archive, and on S3
+        #: each question is a request
         self._present: set[str] = set()
         self._check_version(create)
 
@@ -148,7 +149,7 @@ class JobArchive:
         return sorted(out)
 
     def has_cluster(self, name: str) -> bool:
-        if name in self._present:
+        if name in self._clusters or name in self._present:
             return True
         if self.fs.exists(self._cluster_path(name, "cluster.json")):
             self._present.add(name)
@@ -168,7 +169,6 @@ class JobArchive:
     def store_cluster(self, cluster: Cluster) -> None:
         self._put(self._cluster_path(cluster.name, "cluster.json"), encode_cluster(cluster))
         self._clusters[cluster.name] = cluster
-        self._present.add(cluster.name)
 
     # -- jobs ------------------------------------------------------------------------------------
     def exists(self, job: Job | JobKey) -> bool:
