@@ -173,3 +173,41 @@ def test_has_cluster_sees_a_cluster_stored_by_another_writer(tmp_path: Path, dem
     assert not worker_view.has_cluster("alex")
     worker_view.store_cluster(demo_clusters["alex"])
     assert worker_view.has_cluster("alex") and other.has_cluster("alex")
+
+
+@pytest.mark.parametrize("kind", ["dir", "sqlite"])
+def test_write_encoded_awaits_a_compression_late(tmp_path: Path, demo_clusters, kind: str):
+    """``gzipped`` may be a function (the worker's background compression): on a local disk it is
+    called once the entry's temporary files exist, so creating them overlaps the compression;
+    a compression that fails leaves neither an entry nor a temporary file."""
+    from ccarchive.formats.compress import gzip_bytes
+    from ccarchive.formats.meta import encode_job_meta
+
+    url = str(tmp_path / "arch") if kind == "dir" else f"sqlite://{tmp_path / 'arch.db'}"
+    arch = open_archive(url, create=True)
+    cluster = demo_clusters["fritz"]
+    job = synthetic_job(cluster, "main", 4242, 1_700_000_000, 1, 1800)
+    encoded = b'{"x": "' + b"1" * 5000 + b'"}\n'
+    seen: list[list[str]] = []
+
+    def compressed() -> bytes:
+        seen.append(sorted(os.path.basename(p) for p in arch.temporary_files()))
+        return gzip_bytes(encoded)
+
+    written = arch.write_encoded(job, encoded, encode_job_meta(job), gzipped=compressed)
+    assert len(seen) == 1
+    if kind == "dir":
+        assert len(seen[0]) == 2 and all(n.startswith(TMP_PREFIX) for n in seen[0])
+        assert any("data.json.gz" in n for n in seen[0]) and any("meta.json" in n for n in seen[0])
+    assert arch.load_data_bytes(job) == encoded
+    assert written.bytes_written == len(gzip_bytes(encoded)) + len(encode_job_meta(job))
+
+    other = synthetic_job(cluster, "main", 4243, 1_700_000_000, 1, 1800)
+
+    def broken() -> bytes:
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        arch.write_encoded(other, encoded, encode_job_meta(other), gzipped=broken)
+    assert not arch.exists(other)
+    assert arch.temporary_files() == []

@@ -15,7 +15,7 @@ startTime)`` everywhere, and its place in the v3 layout is :func:`job_path` on e
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
 
@@ -86,7 +86,8 @@ class Archive(Protocol):
     """The read/write API every backend offers (``open_archive`` returns one of these)."""
 
     url: str
-    #: data.json above 2000 bytes is stored gzipped (:meth:`write_encoded` takes it compressed)
+    #: data.json above 2000 bytes is stored gzipped (:meth:`write_encoded` takes it compressed, or a
+    #: function that returns it compressed)
     stores_gzip: bool
 
     def clusters(self) -> list[str]: ...
@@ -97,7 +98,7 @@ class Archive(Protocol):
     def exists(self, job: Job | JobKey) -> bool: ...
     def write_job(self, job: Job, data: JobData) -> WriteResult: ...
     def write_encoded(self, job: Job | JobKey, encoded_data: bytes, meta: bytes, *,
-                      gzipped: bytes | None = None) -> WriteResult: ...
+                      gzipped: bytes | Callable[[], bytes] | None = None) -> WriteResult: ...
     def load_meta(self, job: Job | JobKey) -> Job: ...
     def load_meta_bytes(self, job: Job | JobKey) -> bytes: ...
     def load_data_bytes(self, job: Job | JobKey) -> bytes: ...

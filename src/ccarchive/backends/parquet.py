@@ -31,7 +31,7 @@ import re
 import time
 import urllib.parse
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
@@ -209,7 +209,7 @@ class ParquetArchive:
         return WriteResult(self._p("jobs"), "series", size, 0)
 
     def write_encoded(self, job: Job | JobKey, encoded_data: bytes, meta: bytes, *,
-                      gzipped: bytes | None = None) -> WriteResult:
+                      gzipped: bytes | Callable[[], bytes] | None = None) -> WriteResult:
         """Add a job from its encoded data.json and meta.json (``gzipped`` is not needed here)."""
         decoded = decode_job_meta(meta)
         if decoded.key != key_of(job):

@@ -197,12 +197,12 @@ class SqliteArchive:
         return self.write_encoded(job, encode_job_data(data), encode_job_meta(job))
 
     def write_encoded(self, job: Job | JobKey, encoded_data: bytes, meta: bytes, *,
-                      gzipped: bytes | None = None) -> WriteResult:
+                      gzipped: bytes | Callable[[], bytes] | None = None) -> WriteResult:
         """Upsert one job row (cc-backend's ImportJob): gzip above 2000 bytes (``gzipped``: that
-        gzip, when the caller has compressed it already), ``created_at`` kept."""
+        gzip, or a function returning it, when the caller compresses it already), ``created_at`` kept."""
         cluster, job_id, start = key_of(job)
         if should_gzip(len(encoded_data)):
-            payload = gzipped if gzipped is not None else gzip_bytes(encoded_data)
+            payload = gzip_bytes(encoded_data) if gzipped is None else gzipped() if callable(gzipped) else gzipped
             compressed, name = True, "data.json.gz"
         else:
             payload, compressed, name = bytes(encoded_data), False, "data.json"

@@ -182,17 +182,30 @@ class JobArchive:
         return self.write_encoded(job, encoded, meta)
 
     def write_encoded(self, job: Job | JobKey, encoded_data: bytes, meta: bytes, *,
-                      gzipped: bytes | None = None) -> WriteResult:
-        """Store a job's encoded data.json and meta.json (``gzipped``: ``gzip_bytes(encoded_data)``
-        when the caller has compressed it already)."""
+                      gzipped: bytes | Callable[[], bytes] | None = None) -> WriteResult:
+        """Store a job's encoded data.json and meta.json.  ``gzipped``: ``gzip_bytes(encoded_data)``
+        when the caller has compressed it already, or a function returning it, called once the
+        entry's directory and temporary files exist: a compression still running on another
+        thread then overlaps the file system's slowest calls (creating them)."""
         d = self.job_dir(job)
         new = self._remove_leftovers(d)
-        if should_gzip(len(encoded_data)):
-            name, payload = "data.json.gz", gzipped if gzipped is not None else gzip_bytes(encoded_data)
-        else:
-            name, payload = "data.json", encoded_data
-        self._write_entry(d, name, payload, meta, new=new)
-        return WriteResult(d, name, len(payload) + len(meta), len(encoded_data))
+        if not should_gzip(len(encoded_data)):
+            self._write_entry(d, "data.json", encoded_data, meta, new=new)
+            return WriteResult(d, "data.json", len(encoded_data) + len(meta), len(encoded_data))
+        if gzipped is None or isinstance(gzipped, bytes):
+            payload = gzipped if gzipped is not None else gzip_bytes(encoded_data)
+            self._write_entry(d, "data.json.gz", payload, meta, new=new)
+            return WriteResult(d, "data.json.gz", len(payload) + len(meta), len(encoded_data))
+        stored: list[int] = []
+        produce = gzipped
+
+        def write_payload(f: Any) -> None:
+            payload = produce()
+            f.write(payload)
+            stored.append(len(payload))
+
+        self._write_entry(d, "data.json.gz", write_payload, meta, new=new)
+        return WriteResult(d, "data.json.gz", stored[0] + len(meta), len(encoded_data))
 
     def _write_entry(self, d: str, name: str, data: bytes | Callable[[Any], object],
                      meta: bytes | Callable[[], bytes], *, new: bool = False) -> bytes:
@@ -205,7 +218,9 @@ class JobArchive:
         writer killed at any point leaves an incomplete entry (no meta.json), never old meta
         beside new data.  On a local disk both files are first written to temporary files and
         synced together (one journal commit instead of two); a writer killed before the renames
-        leaves those files, which the next write of the job removes.  ``new``: the local job
+        leaves those files, which the next write of the job removes.  Both temporary files are
+        created before ``data`` runs, so that slow file-system call overlaps whatever ``data``
+        waits for (a compression, a stream of pieces).  ``new``: the local job
         directory did not exist, so there is no old entry to unpublish or remove (fewer system
         calls on the worker's writer thread, each of which gives up the GIL)."""
         meta_path = posixpath.join(d, "meta.json")
@@ -224,12 +239,12 @@ class JobArchive:
         main = AtomicFile(self.fs, data_path, before_publish=None if new else self._unpublisher(meta_path))
         side: AtomicFile | None = None
         try:
+            side = AtomicFile(self.fs, meta_path, parent_exists=True)  # both created before the data is awaited
             if isinstance(data, bytes):
                 main.file.write(data)
             else:
                 data(main.file)
             meta_bytes = meta if isinstance(meta, bytes) else meta()
-            side = AtomicFile(self.fs, meta_path, parent_exists=True)
             side.file.write(meta_bytes)
             main.sync()
             side.sync()
