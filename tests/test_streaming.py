@@ -115,7 +115,7 @@ def test_failing_fs_leaves_no_meta(tmp_path: Path, fritz_cluster, monkeypatch) -
     real_open = builtins.open
 
     def fake_open(path, mode="r", *a, **k):
-        if "wb" in mode and ".ccarchive-tmp-" in str(path) and str(path).endswith(".gz.partial"):
+        if mode in ("wb", "xb") and ".ccarchive-tmp-" in str(path) and str(path).endswith(".gz.partial"):
             f = real_open(path, mode, *a, **k)
             f.write = _BrokenFile().write  # type: ignore[method-assign]
             return f

@@ -11,6 +11,7 @@ collected and stored with one call at the end.
 from __future__ import annotations
 
 import io
+import itertools
 import os
 import posixpath
 import uuid
@@ -26,6 +27,15 @@ TMP_PREFIX = ".ccarchive-tmp-"
 TMP_SUFFIX = ".partial"
 #: fsspec protocols whose ``open(path, "wb")`` shows the object before close (not atomic).
 BUFFERED_PROTOCOLS = frozenset({"memory"})
+#: Temporary names: a random token per process start, the pid (a forked child differs) and a
+#: counter -- unique without a system call per file (a uuid4 reads the kernel's random source).
+_TOKEN = uuid.uuid4().hex[:12]
+_SERIAL = itertools.count()
+
+
+def _temporary_name(path: str) -> str:
+    parent, base = posixpath.split(path)
+    return posixpath.join(parent, f"{TMP_PREFIX}{_TOKEN}-{os.getpid():x}-{next(_SERIAL):x}-{base}{TMP_SUFFIX}")
 
 
 def _protocols(fs: Any) -> tuple[str, ...]:
@@ -48,8 +58,9 @@ class AtomicFile:
         if isinstance(fs, LocalFileSystem):
             if not parent_exists:
                 os.makedirs(parent, exist_ok=True)
-            self._tmp = posixpath.join(parent, f"{TMP_PREFIX}{uuid.uuid4().hex}-{posixpath.basename(path)}{TMP_SUFFIX}")
-            self.file: IO[bytes] = open(self._tmp, "wb")  # noqa: SIM115 - closed by commit/abort
+            self._tmp = _temporary_name(path)
+            # "x": never open another writer's file; a buffer size given: no isatty() call
+            self.file: IO[bytes] = open(self._tmp, "xb", buffering=io.DEFAULT_BUFFER_SIZE)  # noqa: SIM115
         elif BUFFERED_PROTOCOLS.intersection(_protocols(fs)):
             self._buffer = io.BytesIO()
             self.file = self._buffer

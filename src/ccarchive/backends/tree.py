@@ -119,13 +119,22 @@ class JobArchive:
     def _unpublisher(self, path: str | None) -> Callable[[], None] | None:
         return None if path is None else (lambda: self._remove(path))
 
-    def _remove_leftovers(self, job_dir: str) -> bool:
-        """Temporary files of an earlier, interrupted write of this job (killed writer); True when
-        the job's directory is new on a local disk (nothing of the job to replace or remove)."""
+    def _make_job_dir(self, job_dir: str) -> bool:
+        """On a local disk: create the job's directory, or remove the temporary files an earlier,
+        interrupted write of the job left in it (killed writer).  True when the directory is new
+        (nothing of the job to replace or remove).  One ``mkdir`` when the parent exists: the
+        worker's writer pays for every system call it makes.  Object stores: False."""
         if not self._local:
             return False
-        if not os.path.isdir(job_dir):
+        try:
+            try:
+                os.mkdir(job_dir)
+            except FileNotFoundError:
+                os.makedirs(posixpath.dirname(job_dir), exist_ok=True)
+                os.mkdir(job_dir)
             return True
+        except FileExistsError:
+            pass
         for name in os.listdir(job_dir):
             if name.startswith(TMP_PREFIX):
                 self._remove(posixpath.join(job_dir, name))
@@ -188,7 +197,7 @@ class JobArchive:
         entry's directory and temporary files exist: a compression still running on another
         thread then overlaps the file system's slowest calls (creating them)."""
         d = self.job_dir(job)
-        new = self._remove_leftovers(d)
+        new = self._make_job_dir(d)
         if not should_gzip(len(encoded_data)):
             self._write_entry(d, "data.json", encoded_data, meta, new=new)
             return WriteResult(d, "data.json", len(encoded_data) + len(meta), len(encoded_data))
@@ -236,7 +245,8 @@ class JobArchive:
             self._remove(stale)
             self._put(meta_path, meta_bytes)
             return meta_bytes
-        main = AtomicFile(self.fs, data_path, before_publish=None if new else self._unpublisher(meta_path))
+        main = AtomicFile(self.fs, data_path, before_publish=None if new else self._unpublisher(meta_path),
+                          parent_exists=True)  # made by _make_job_dir
         side: AtomicFile | None = None
         try:
             side = AtomicFile(self.fs, meta_path, parent_exists=True)  # both created before the data is awaited
@@ -284,7 +294,7 @@ class JobArchive:
         if not should_gzip(size):
             return self.write_encoded(job, b"".join(head), meta if isinstance(meta, bytes) else meta())
         d = self.job_dir(job)
-        new = self._remove_leftovers(d)
+        new = self._make_job_dir(d)
         gz: list[tuple[int, int, float]] = []
         made: list[float] = []
 
