@@ -211,3 +211,19 @@ def test_write_encoded_awaits_a_compression_late(tmp_path: Path, demo_clusters, 
         arch.write_encoded(other, encoded, encode_job_meta(other), gzipped=broken)
     assert not arch.exists(other)
     assert arch.temporary_files() == []
+
+
+def test_rewrite_removes_a_killed_writers_temporary_files(tmp_path: Path, demo_clusters):
+    """A job directory that exists already (a writer was killed in it, or the job is archived
+    again) keeps no temporary file after the next write; a new one is made with its parents."""
+    arch, job, _ = _archive_one(tmp_path, demo_clusters, 600)
+    d = Path(arch.job_dir(job))
+    left = d / f"{TMP_PREFIX}killed-writer-data.json.gz.partial"
+    left.write_bytes(b"half")
+    assert arch.temporary_files() != []
+    archive_job(job, source=SyntheticSource(), archive=arch, cluster=demo_clusters["fritz"])
+    assert not left.exists() and arch.temporary_files() == []
+    assert sorted(p.name for p in d.iterdir()) == ["data.json.gz", "meta.json"]
+    other = synthetic_job(demo_clusters["fritz"], "main", 987_654_321, 1_700_000_000, 1, 600)
+    archive_job(other, source=SyntheticSource(), archive=arch, cluster=demo_clusters["fritz"])
+    assert arch.exists(other) and Path(arch.job_dir(other)).parent.parent.name == "987654"
