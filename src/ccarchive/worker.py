@@ -18,6 +18,7 @@ Per job, the six steps of cc-backend's archiver:
 from __future__ import annotations
 
 import errno
+import gc
 import logging
 import os
 import time
@@ -371,6 +372,9 @@ def worker_main(cfg: WorkerConfig, queue: Any, results: Any, cancel: Any) -> Non
         compress.configure(level=cfg.gzip_level, threads=cfg.gzip_threads)
         warm_up()
         env = open_environment(cfg)
+        # The ~130,000 objects of the imports and the warm-up live as long as the process: out of
+        # the collector's sight, a full collection no longer walks them all (~50 ms each here).
+        gc.freeze()
     except BaseException as e:  # noqa: BLE001 - report why the worker cannot run, then exit
         results.send(Message("fatal", reason=getattr(e, "reason", "worker-start"), message=str(e), pid=pid))
         return

@@ -37,6 +37,7 @@ an earlier one is parsed and archived.  Each request's timeout is sized by its s
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
@@ -236,6 +237,8 @@ class _Call:
     series: tuple[PlannedSeries, ...] | None
     keys: list[SeriesKey] = field(default_factory=list)
     row_of: dict[SeriesKey, int] = field(default_factory=dict)
+    hostnames: list[str] = field(default_factory=list)  # of the keys, in row order
+    ids: list[str | None] = field(default_factory=list)
     data: npt.NDArray[np.float64] = field(default_factory=lambda: np.empty((0, 0)))
     errors: dict[SeriesKey, str] = field(default_factory=dict)
     answered: set[SeriesKey] = field(default_factory=set)
@@ -358,7 +361,8 @@ class CCMetricStoreSource:
             return _native_call(spec.metric, spec.scope, grid, spec.requests)
         series = tuple(spec.series)
         reqs = [SeriesRequest(s.hostname, sorted_ids(tuple(s.members or ()))) for s in series]
-        return _with_rows(_Call(spec.metric, spec.scope, grid, reqs, series), [(s.hostname, s.id) for s in series])
+        return _with_rows(_Call(spec.metric, spec.scope, grid, reqs, series),
+                          _Layout.of([(s.hostname, s.id) for s in series], reqs))
 
     def _requests(self, call: _Call, reqs: list[SeriesRequest], *, single_ids: bool = False) -> list[_Request]:
         """Host groups x time windows so that no request exceeds max_points samples."""
@@ -568,17 +572,39 @@ def _samples(job: Job, spec: FetchCall) -> int:
     return rows * JobGrid.for_job(job.start_time, job.duration, spec.metric.timestep).n
 
 
+@dataclass(frozen=True)
+class _Layout:
+    """The rows of a fetch of native series (never modified: shared by every metric of a job
+    with the same native scope, and by later jobs on the same node)."""
+
+    requests: list[SeriesRequest]  # ids sorted
+    keys: list[SeriesKey]
+    row_of: dict[SeriesKey, int]
+    hostnames: list[str]
+    ids: list[str | None]
+
+    @classmethod
+    def of(cls, keys: list[SeriesKey], requests: list[SeriesRequest]) -> _Layout:
+        return cls(requests, keys, {k: n for n, k in enumerate(keys)}, [k[0] for k in keys], [k[1] for k in keys])
+
+
+@functools.lru_cache(maxsize=512)
+def _native_layout(requests: tuple[SeriesRequest, ...]) -> _Layout:
+    reqs = [SeriesRequest(r.hostname, None if r.ids is None else sorted_ids(tuple(r.ids))) for r in requests]
+    return _Layout.of([(r.hostname, i) for r in reqs for i in (r.ids if r.ids is not None else (None,))], reqs)
+
+
 def _native_call(metric: MetricConfig, scope: str, grid: JobGrid, requests: list[SeriesRequest]) -> _Call:
-    reqs = [SeriesRequest(r.hostname, None if r.ids is None else sorted_ids(tuple(r.ids)))
-            for r in requests]
-    keys: list[SeriesKey] = [(r.hostname, i) for r in reqs for i in (r.ids if r.ids is not None else (None,))]
-    return _with_rows(_Call(metric, scope, grid, reqs, None), keys)
+    try:
+        layout = _native_layout(tuple(requests))
+    except TypeError:  # ids in a list (unhashable): laid out for this call only
+        layout = _native_layout.__wrapped__(tuple(requests))
+    return _with_rows(_Call(metric, scope, grid, layout.requests, None), layout)
 
 
-def _with_rows(call: _Call, keys: list[SeriesKey]) -> _Call:
-    call.keys = keys
-    call.row_of = {k: n for n, k in enumerate(keys)}
-    call.data = np.full((len(keys), call.grid.n), np.nan)
+def _with_rows(call: _Call, layout: _Layout) -> _Call:
+    call.keys, call.row_of, call.hostnames, call.ids = layout.keys, layout.row_of, layout.hostnames, layout.ids
+    call.data = np.full((len(layout.keys), call.grid.n), np.nan)
     return call
 
 
@@ -670,6 +696,10 @@ def _result(call: _Call) -> FetchResult:
 
 
 def _block(call: _Call, keep: list[int]) -> JobMetric:
-    data = call.data if len(keep) == len(call.keys) else np.ascontiguousarray(call.data[np.asarray(keep)])
-    return JobMetric(call.metric.unit, call.grid.step, [call.keys[n][0] for n in keep],
-                     [call.keys[n][1] for n in keep], data, np.full(len(keep), call.grid.n, dtype=np.int64))
+    if len(keep) == len(call.keys):  # every row (the usual answer): copies of the layout's lists
+        data, hostnames, ids = call.data, list(call.hostnames), list(call.ids)
+    else:
+        data = np.ascontiguousarray(call.data[np.asarray(keep)])
+        hostnames, ids = [call.hostnames[n] for n in keep], [call.ids[n] for n in keep]
+    return JobMetric(call.metric.unit, call.grid.step, hostnames, ids, data,
+                     np.full(len(keep), call.grid.n, dtype=np.int64))
