@@ -198,23 +198,24 @@ class JobArchive:
         thread then overlaps the file system's slowest calls (creating them)."""
         d = self.job_dir(job)
         new = self._make_job_dir(d)
+        payload: bytes | Callable[[], bytes]
         if not should_gzip(len(encoded_data)):
-            self._write_entry(d, "data.json", encoded_data, meta, new=new)
-            return WriteResult(d, "data.json", len(encoded_data) + len(meta), len(encoded_data))
-        if gzipped is None or isinstance(gzipped, bytes):
-            payload = gzipped if gzipped is not None else gzip_bytes(encoded_data)
-            self._write_entry(d, "data.json.gz", payload, meta, new=new)
-            return WriteResult(d, "data.json.gz", len(payload) + len(meta), len(encoded_data))
+            name, payload = "data.json", encoded_data
+        else:
+            name, payload = "data.json.gz", gzip_bytes(encoded_data) if gzipped is None else gzipped
+        if isinstance(payload, bytes):
+            self._write_entry(d, name, payload, meta, new=new)
+            return WriteResult(d, name, len(payload) + len(meta), len(encoded_data))
         stored: list[int] = []
-        produce = gzipped
+        produce = payload
 
         def write_payload(f: Any) -> None:
-            payload = produce()
-            f.write(payload)
-            stored.append(len(payload))
+            compressed = produce()
+            f.write(compressed)
+            stored.append(len(compressed))
 
-        self._write_entry(d, "data.json.gz", write_payload, meta, new=new)
-        return WriteResult(d, "data.json.gz", stored[0] + len(meta), len(encoded_data))
+        self._write_entry(d, name, write_payload, meta, new=new)
+        return WriteResult(d, name, stored[0] + len(meta), len(encoded_data))
 
     def _write_entry(self, d: str, name: str, data: bytes | Callable[[Any], object],
                      meta: bytes | Callable[[], bytes], *, new: bool = False) -> bytes:
