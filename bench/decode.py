@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from bench.scratch import scratch
 
 #: cc-backend's emmy test job: real, pretty-printed legacy data.json.
 EMMY_ARCHIVE = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "cc-backend" / "archive"
@@ -46,7 +47,7 @@ def _row(case: str, impl: str, seconds: float, nbytes: int, base_seconds: float,
     return row
 
 
-def _demo_job_archive(tmp: str, samples: int) -> tuple[Any, tuple[str, int, int]]:
+def _demo_job_archive(tmp: Path, samples: int) -> tuple[Any, tuple[str, int, int]]:
     """A 64-node fritz job archived by ccarchive from the synthetic source, as the demo does."""
     from ccarchive.archive import open_archive
     from ccarchive.core import archive_job
@@ -100,7 +101,7 @@ def run(quick: bool) -> list[dict[str, Any]]:
     repeats = 3 if quick else 7
     samples = 2520 if quick else 10080
     rows: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="ccarchive-bench-decode-") as tmp:
+    with scratch("decode") as tmp:
         archive, key = _demo_job_archive(tmp, samples)
         rows += _case_rows(f"64-node job, {samples} samples", archive, key, repeats, judged=not quick)
     if (EMMY_ARCHIVE / "version.txt").exists():

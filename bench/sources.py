@@ -24,14 +24,14 @@ context.  Without prometheus/promtool these rows are skipped.
 from __future__ import annotations
 
 import math
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from bench.scratch import scratch
 
 TESTS = Path(__file__).resolve().parent.parent / "tests"
 
@@ -71,9 +71,8 @@ def prometheus_rows(quick: bool) -> list[dict[str, Any]]:
     start = int(time.time()) // 3600 * 3600 - 10 * 86400
     job = synthetic_job(cluster, "main", 64_000, start, 64, 7 * 86400)
     case = f"prometheus 64 nodes x {n_metrics} metrics x 7 d @60 s"
-    root = Path(tempfile.mkdtemp(prefix="ccarchive-bench-prom-"))
     rows: list[dict[str, Any]] = []
-    try:
+    with scratch("prom") as root:
         t0 = time.perf_counter()
         series = [PromSeries(m, {"instance": h}, job.start_time + 60.0 * np.arange(len(v)), v)
                   for m, h, v in node_series(job, [m.name for m in cluster.metric_config], gap_rate=0.001)]
@@ -104,8 +103,6 @@ def prometheus_rows(quick: bool) -> list[dict[str, Any]]:
             total = time.perf_counter() - t
             phases = ", ".join(f"{k} {v:.2f} s" for k, v in result.phases.items())
             rows.append(_row(case, "archive_job (load + statistics + encode)", total, written, phases))
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
     return rows
 
 
@@ -125,16 +122,12 @@ def ccms_rows(quick: bool) -> list[dict[str, Any]]:
         return [{"group": "sources", "case": "cc-metric-store", "impl": "-", "seconds": math.nan,
                  "throughput": math.nan, "unit": "Msamples/s", "note": f"skipped: {missing_reason()}"}]
     fritz = embedded_cluster("fritz")
-    root = Path(tempfile.mkdtemp(prefix="ccarchive-bench-ccms-"))
     rows: list[dict[str, Any]] = []
-    try:
-        with RealCCMS(root, metrics_of(fritz), retention="240h") as server:
-            _warm_up(server, fritz)
-            rows += _hwthread_job_rows(server, _only_metrics(fritz, ["cpu_user", "flops_any", "flops_dp", "ipc"]),
-                                       quick)
-            rows += _large_job_rows(server, fritz, 6 * 3600 if quick else 7 * 86400, quick)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    with scratch("ccms") as root, RealCCMS(root, metrics_of(fritz), retention="240h") as server:
+        _warm_up(server, fritz)
+        rows += _hwthread_job_rows(server, _only_metrics(fritz, ["cpu_user", "flops_any", "flops_dp", "ipc"]),
+                                   quick)
+        rows += _large_job_rows(server, fritz, 6 * 3600 if quick else 7 * 86400, quick)
     return rows
 
 
