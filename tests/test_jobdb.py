@@ -256,6 +256,42 @@ def test_mark_archived_writes_exactly_four_columns(db: JobDB) -> None:
         db.mark_archived(424242, {}, {}, 0.0)
 
 
+def _wal_frames_after_updates(path: Path, ids: list[int]) -> int:
+    """Mark every job archived (one commit each, a few WAL pages) and return the frames then in
+    the WAL (what no checkpoint has reset yet)."""
+    d = JobDB(path)
+    try:
+        for i in ids:
+            d.mark_archived(i, {"cpu_load_avg": float(i)}, {}, 0.0)
+    finally:
+        d.close()
+    with raw(path) as c:
+        return int(c.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1])
+
+
+def test_background_checkpointer_takes_checkpoints_out_of_this_process_commits(tmp_path: Path) -> None:
+    path = tmp_path / "job.db"
+    with JobDB.create(path) as d:
+        ids = d.insert_jobs([make_job(i) for i in range(800)])
+    # SQLite's default: a commit that finds more than 1000 pages in the WAL checkpoints it
+    assert _wal_frames_after_updates(path, ids[:400]) < 1100
+    checkpointer = jobdb.WalCheckpointer(path, interval_s=3600).start()  # its thread only checkpoints at stop
+    try:
+        with JobDB(path) as d:
+            assert d._conns.get().execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        frames = _wal_frames_after_updates(path, ids[400:])  # (the test's own check copies them)
+        assert frames > 1200  # none of the 400 commits checkpointed
+        assert checkpointer.checkpointed == 0
+        with JobDB(path) as d:  # more to do for the checkpointer's last round
+            d.mark_archived(ids[0], {}, {}, 0.0)
+    finally:
+        checkpointer.stop()
+    assert checkpointer.checkpointed > 0  # its thread's last checkpoint at stop
+    with JobDB(path) as d:  # stopped: new connections checkpoint as SQLite does by default again
+        assert d._conns.get().execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000
+        assert d.get_job(ids[-1]).monitoring_status == 3
+
+
 def test_status_changes_and_go_read_path(db: JobDB) -> None:
     ids = db.insert_jobs([make_job(i) for i in range(6)])
     ids.append(db.insert_job(make_job(50, footprint=None, meta_data=None), json_as_blob=False))

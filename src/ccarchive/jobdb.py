@@ -13,6 +13,7 @@ docs/compatibility.md lists the statements reproduced here.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import sqlite3
@@ -34,6 +35,8 @@ from .model import (
     Tag,
 )
 from .names import shown
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 11
 
@@ -99,6 +102,11 @@ def _writer_lock(resolved: str) -> threading.Lock:
         return _WRITERS.setdefault(key, threading.Lock())
 
 
+#: Database files (resolved paths) whose WAL this process checkpoints from a thread of its own
+#: (:class:`WalCheckpointer`): its connections to them never checkpoint while committing.
+_BACKGROUND_CHECKPOINTS: set[str] = set()
+
+
 class SQLiteConnections:
     """sqlite3 connections to one file, one per (process, thread), with WAL and a busy timeout.
 
@@ -146,6 +154,8 @@ class SQLiteConnections:
             conn.execute("PRAGMA foreign_keys = ON")
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA journal_mode = WAL")  # persistent; a no-op when already WAL
+            if self._resolved in _BACKGROUND_CHECKPOINTS:
+                conn.execute("PRAGMA wal_autocheckpoint = 0")
         except sqlite3.Error as e:
             if conn is not None:
                 conn.close()
@@ -205,6 +215,61 @@ class SQLiteConnections:
         for conn in mine:
             conn.close()
         self._local = threading.local()
+
+
+class WalCheckpointer:
+    """Checkpoints a job DB's write-ahead log from a thread of its own, so that this process's
+    commits never do.
+
+    Why: with cc-backend's schema and its many indexes, a stop_job update appends about 50 pages
+    (200 KB) to the WAL, so SQLite's automatic checkpoint (at 1,000 pages) ran inside every 20th
+    commit of a burst, copying megabytes into the database file and syncing it while every other
+    stop request waited for that commit (p99 5-15 ms alone, 100 ms under 16 clients).  A passive
+    checkpoint here runs beside the writers instead: it never takes the write lock and never waits
+    on a busy handler.  Other processes (cc-backend, the archiving worker) keep SQLite's automatic
+    checkpoints; two checkpoints never run at once, the second one just finds the WAL done.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, interval_s: float = 0.25) -> None:
+        self._conns = SQLiteConnections(path, busy_timeout_ms=5000, label="job DB checkpointer")
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        #: frames copied into the database file so far (read by tests and metrics)
+        self.checkpointed = 0
+
+    def start(self) -> WalCheckpointer:
+        """From now on, this process's new connections to the file leave checkpoints to this thread."""
+        _BACKGROUND_CHECKPOINTS.add(self._conns._resolved)
+        self._thread = threading.Thread(target=self._run, name="ccarchive-checkpointer", daemon=True)
+        self._thread.start()
+        return self
+
+    def checkpoint(self) -> tuple[int, int]:
+        """One passive checkpoint now: (frames in the WAL, frames now in the database file)."""
+        busy, frames, done = self._conns.get().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        if done > 0:
+            self.checkpointed += int(done)
+        return int(frames), int(done)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self._checkpoint_logged()
+        self._checkpoint_logged()  # what the last commits left, before the process exits
+
+    def _checkpoint_logged(self) -> None:
+        try:
+            self.checkpoint()
+        except (sqlite3.Error, CcArchiveError) as e:  # locked or vanished: the next round tries again
+            log.debug("job DB checkpoint skipped: %s", e)
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Checkpoint once more, stop the thread, and let new connections checkpoint again."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+        _BACKGROUND_CHECKPOINTS.discard(self._conns._resolved)
+        self._conns.close()
 
 
 def encode_float_map(m: Mapping[str, float] | None) -> str:

@@ -260,13 +260,25 @@ def _bind(config: ServiceConfig, app: Sidecar, auth: Any) -> Any:
 
 def run(config: ServiceConfig, *, ready: threading.Event | None = None, stop: threading.Event | None = None) -> int:
     """Run the sidecar until SIGTERM/SIGINT (or ``stop``); returns the exit code."""
+    from ..jobdb import WalCheckpointer
     from ..logs import setup_logging
+
+    setup_logging(_LEVELS[config.log_level], config.log_format)
+    check_backends(config)
+    # Before any connection of this process opens: stop requests commit, this thread checkpoints.
+    checkpointer = WalCheckpointer(config.job_db).start()
+    try:
+        return _serve(config, ready, stop)
+    finally:
+        checkpointer.stop()
+
+
+def _serve(config: ServiceConfig, ready: threading.Event | None, stop: threading.Event | None) -> int:
+    """:func:`run` once the job DB's checkpoints are in their own thread."""
     from ..pipeline import Archiver, RetryPolicy, ShutdownTimeoutError
     from .auth import Authenticator
     from .nats import NatsSubscriber
 
-    setup_logging(_LEVELS[config.log_level], config.log_format)
-    check_backends(config)
     # Request threads hand the GIL over around every SQLite call; with the default 5 ms switch
     # interval a thread coming back from SQLite waits up to 5 ms behind one parsing a request,
     # and 16 concurrent stops queue those waits.  The archiving runs in the worker process.
