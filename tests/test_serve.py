@@ -30,6 +30,7 @@ from nats_fixture import NatsServer, free_port, stop_event_line
 from ccarchive.archive import open_archive
 from ccarchive.demo import embedded_cluster
 from ccarchive.jobdb import JobDB
+from ccarchive.service import auth as auth_module
 from ccarchive.service.auth import Authenticator, AuthError, api_role_ok
 from ccarchive.service.nats import LineProtocolError, parse_line_protocol
 from ccarchive.service.stopjob import StopJobError, parse_stop_request
@@ -266,6 +267,35 @@ def test_jwt_checks_like_cc_backend():
     with pytest.raises(AuthError, match="unknown ip: 127.0.0.1"):
         limited.authenticate({"X-Auth-Token": API}, "127.0.0.1", require_api=True)
     assert limited.authenticate({"X-Auth-Token": API, "X-Real-Ip": "10.0.0.1"}, "127.0.0.1", require_api=True)
+
+
+def test_a_verified_token_is_remembered_and_its_times_still_checked_each_time():
+    now = [time.time()]
+    auth = Authenticator(PUBLIC_KEY, clock=lambda: now[0])
+    timed = token(exp=int(now[0]) + 3600, nbf=int(now[0]) - 60)
+    user = auth.authenticate({"X-Auth-Token": timed}, "127.0.0.1", require_api=True)
+    assert user is not None and len(auth._verified) == 1
+    assert auth.authenticate({"X-Auth-Token": timed}, "127.0.0.1", require_api=True) == user  # remembered
+    now[0] += 7200  # past exp: refused with the message of a token that was expired from the start
+    with pytest.raises(AuthError, match="^invalid token: token has expired$") as exc:
+        auth.authenticate({"X-Auth-Token": timed}, "127.0.0.1", require_api=True)
+    assert exc.value.status == 401
+    now[0] -= 7200 + 120  # before nbf
+    with pytest.raises(AuthError, match="not yet valid"):
+        auth.authenticate({"X-Auth-Token": timed}, "127.0.0.1", require_api=True)
+    user_only = token(("user",))  # a remembered token still needs the role, every time
+    for _ in range(2):
+        with pytest.raises(AuthError, match="missing role: api") as exc:
+            auth.authenticate({"X-Auth-Token": user_only}, "127.0.0.1", require_api=True)
+        assert exc.value.status == 403
+    bad = token(key=Ed25519PrivateKey.generate())  # a failed check is not remembered
+    for _ in range(2):
+        with pytest.raises(AuthError, match="Signature verification failed"):
+            auth.authenticate({"X-Auth-Token": bad}, "127.0.0.1", require_api=True)
+    assert bad not in auth._verified
+    for i in range(auth_module.VERIFIED_TOKENS + 5):  # bounded
+        auth.authenticate({"X-Auth-Token": token(jti=str(i))}, "127.0.0.1", require_api=True)
+    assert len(auth._verified) <= auth_module.VERIFIED_TOKENS
 
 
 # ---- end to end --------------------------------------------------------------------------------------
