@@ -324,7 +324,6 @@ def run_small_jobs(n_jobs: int, where: Path, source: dict[str, Any] | None = Non
     (``source``: the worker's metric source spec, synthetic by default; ``jobs``: their jobs).
     The archive and DBs go to a new directory in ``where``, which the caller removes after its
     last run: a deletion right before a run would slow its file creation down."""
-    tmp = tempfile.mkdtemp(prefix="run-", dir=where)
     import psutil
 
     from ccarchive.archive import open_archive
@@ -335,6 +334,7 @@ def run_small_jobs(n_jobs: int, where: Path, source: dict[str, Any] | None = Non
     from ccarchive.worker import WorkerConfig
 
     cluster = embedded_cluster("fritz")
+    tmp = tempfile.mkdtemp(prefix="run-", dir=where)
     arch = open_archive(os.path.join(tmp, "archive"), create=True)
     arch.store_cluster(cluster)
     if jobs is None:

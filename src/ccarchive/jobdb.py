@@ -224,7 +224,8 @@ class WalCheckpointer:
     Why: with cc-backend's schema and its many indexes, a stop_job update appends about 50 pages
     (200 KB) to the WAL, so SQLite's automatic checkpoint (at 1,000 pages) ran inside every 20th
     commit of a burst, copying megabytes into the database file and syncing it while every other
-    stop request waited for that commit (p99 5-15 ms alone, 100 ms under 16 clients).  A passive
+    stop request waited for that commit (one stop after another: p99 6 ms instead of under 1 ms;
+    16 clients: 20-25 % fewer stops per second).  A passive
     checkpoint here runs beside the writers instead: it never takes the write lock and never waits
     on a busy handler.  Other processes (cc-backend, the archiving worker) keep SQLite's automatic
     checkpoints; two checkpoints never run at once, the second one just finds the WAL done.
@@ -247,7 +248,7 @@ class WalCheckpointer:
 
     def checkpoint(self) -> tuple[int, int]:
         """One passive checkpoint now: (frames in the WAL, frames now in the database file)."""
-        busy, frames, done = self._conns.get().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        _busy, frames, done = self._conns.get().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         if done > 0:
             self.checkpointed += int(done)
         return int(frames), int(done)
