@@ -236,7 +236,7 @@ class WalCheckpointer:
         self.interval_s = interval_s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        #: frames copied into the database file so far (read by tests and metrics)
+        #: frames this checkpointer copied into the database file so far
         self.checkpointed = 0
 
     def start(self) -> WalCheckpointer:
